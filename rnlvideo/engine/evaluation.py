@@ -18,7 +18,10 @@ from rnlvideo.engine.metrics import classification_metrics
 
 @dataclass
 class Predictions:
-    """Per-video scores averaged over views, in dataset order. ``scores`` (N, K), ``labels`` (N,)."""
+    """Per-video results in dataset order.
+
+    ``scores`` (N, K) averaged over views, ``labels`` (N,), ``indices`` (N,) dataset indices.
+    """
 
     indices: torch.Tensor
     scores: torch.Tensor

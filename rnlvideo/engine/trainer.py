@@ -30,7 +30,7 @@ from rnlvideo.engine.distributed import (
 )
 from rnlvideo.engine.evaluation import autocast_context, evaluate_dataset
 from rnlvideo.engine.loaders import make_loader
-from rnlvideo.engine.metrics import classification_metrics, topk_correct
+from rnlvideo.engine.metrics import topk_correct
 from rnlvideo.engine.samplers import ResumableDistributedSampler
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 class Trainer:
-    """Trains ``cfg.model`` on ``cfg.data`` in ``run_dir``; see ``configs/config.yaml`` ``train``."""
+    """Trains ``cfg.model`` on ``cfg.data`` in ``run_dir`` (options: ``train`` in config.yaml)."""
 
     def __init__(self, cfg: DictConfig, ctx: DistContext, run_dir: str | Path) -> None:
         self.cfg = cfg
