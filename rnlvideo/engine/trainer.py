@@ -51,6 +51,15 @@ class Progress:
     skipped_steps: int = 0
 
 
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Keep every BatchNorm in eval mode with fixed affine parameters."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed python / numpy / torch; optionally force deterministic kernels."""
     import random
@@ -107,6 +116,8 @@ class Trainer:
     # ----------------------------------------------------------------------------- set-up
     def _build_model(self) -> nn.Module:
         model = build_model(self.cfg)
+        if self.tcfg.freeze_bn:
+            freeze_batchnorm(model)
         if self.tcfg.sync_bn and self.ctx.is_distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.device)
@@ -244,6 +255,8 @@ class Trainer:
     def train_one_epoch(self, loader: DataLoader) -> None:
         model, tcfg = self.model, self.tcfg
         model.train()
+        if tcfg.freeze_bn:
+            freeze_batchnorm(model)
         epoch = self.progress.epoch
         batches = len(loader)
         first = self.progress.batch_in_epoch

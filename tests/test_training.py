@@ -1,0 +1,142 @@
+"""End-to-end training: smoke run, auto-resume, exact resume after SIGKILL, DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rnlvideo.config import compose_config
+from rnlvideo.engine.checkpoint import load_checkpoint
+from rnlvideo.engine.distributed import init_distributed
+from rnlvideo.engine.trainer import Trainer
+from tests.conftest import tiny_run_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_tool(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, **kwargs
+    )
+
+
+def test_one_epoch_train_and_evaluate_then_auto_resume(tiny_dataset: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    cfg = compose_config(tiny_run_overrides(tiny_dataset, run_dir))
+    ctx = init_distributed("cpu")
+    metrics = Trainer(cfg, ctx, run_dir).fit()
+
+    written = json.loads((run_dir / "metrics.json").read_text())
+    assert written["num_videos"] == 12  # 12 classes x 1 validation video
+    assert written["views"] == "1x1"
+    for key in ("top1", "top5", "mean_class_acc"):
+        assert 0.0 <= written[key] <= 100.0
+    assert written["top5"] >= written["top1"]
+    assert written["top1"] == pytest.approx(metrics["top1"])
+
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["progress"]["epoch"] == 1
+    assert state["progress"]["global_step"] == 6  # 24 videos / batch 4
+    assert any(k.startswith("nonlocal_blocks.") for k in state["model"])
+    assert (run_dir / "best.pt").is_file() and (run_dir / "epoch_0001.pt").is_file()
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/top1", "test/top1", "time/clips_per_s"} <= scalars
+
+    # Same output directory again: resumes from last.pt (training done) instead of restarting.
+    again = Trainer(cfg, ctx, run_dir)
+    assert again.progress.epoch == 1 and again.progress.global_step == 6
+    assert torch.equal(
+        again.bare_model.head.fc.weight, state["model"]["head.fc.weight"].to(torch.float32)
+    )
+
+
+def test_missing_dataset_fails_at_once_with_preparation_hint(tmp_path: Path) -> None:
+    result = run_tool(
+        ["tools/train.py", "+experiment=rnl_sthv1", f"data.root={tmp_path}/nowhere",
+         f"output_dir={tmp_path}/run"],
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "datasets/sthv1/README.md" in result.stderr + result.stdout
+    assert f"{tmp_path}/nowhere" in result.stderr + result.stdout
+
+
+def exact_resume_args(dataset: Path, run_dir: Path) -> list[str]:
+    return [
+        "tools/train.py",
+        *tiny_run_overrides(
+            dataset,
+            run_dir,
+            "train.epochs=2",
+            "train.deterministic=true",
+            "train.checkpoint_every_steps=1",
+            "model.dropout=0.5",
+        ),
+    ]
+
+
+def test_sigkill_then_resume_is_bit_identical(tiny_dataset: Path, tmp_path: Path) -> None:
+    reference = run_tool(exact_resume_args(tiny_dataset, tmp_path / "ref"), timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, *exact_resume_args(tiny_dataset, killed_dir)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (killed_dir / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.7)  # a few steps in; the kill may land mid-write of last.pt
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    interrupted_at = load_checkpoint(killed_dir / "last.pt")["progress"]["global_step"]
+    assert 0 < interrupted_at < 12
+
+    resumed = run_tool(exact_resume_args(tiny_dataset, killed_dir), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = load_checkpoint(tmp_path / "ref" / "last.pt")["model"]
+    got = load_checkpoint(killed_dir / "last.pt")["model"]
+    assert expected.keys() == got.keys()
+    different = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not different, f"weights differ after resume from step {interrupted_at}: {different}"
+
+
+def test_ddp_two_processes_match_one_process_with_double_batch(tiny_dataset: Path, tmp_path):
+    common = ["train.freeze_bn=true", "model.dropout=0", "train.deterministic=true",
+              "train.eval_every_epochs=0"]
+    single = run_tool(
+        ["tools/train.py", *tiny_run_overrides(tiny_dataset, tmp_path / "one", *common)],
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = run_tool(
+        ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+         "tools/train.py",
+         *tiny_run_overrides(tiny_dataset, tmp_path / "two", *common, "train.batch_size=2")],
+        timeout=600,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = load_checkpoint(tmp_path / "one" / "last.pt")
+    two = load_checkpoint(tmp_path / "two" / "last.pt")
+    assert one["progress"]["global_step"] == two["progress"]["global_step"] == 6
+    for key, value in one["model"].items():
+        torch.testing.assert_close(two["model"][key], value, rtol=0, atol=1e-6, msg=key)
