@@ -1,0 +1,63 @@
+"""Something-Something data: frame sampling, video transforms and the frame-folder dataset."""
+
+from rnlvideo.data.frames import (
+    FrameFolderDataset,
+    VideoRecord,
+    load_frame,
+    read_categories,
+    read_video_list,
+)
+from rnlvideo.data.sampling import (
+    SAMPLING_MODES,
+    clips_per_sample,
+    dense_offsets,
+    sample_offsets,
+    tsn_train_offsets,
+    tsn_val_offsets,
+    twice_sample_offsets,
+)
+from rnlvideo.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CenterCrop,
+    Compose,
+    MultiScaleCrop,
+    Normalize,
+    ResizeShorter,
+    ThreeCrop,
+    VideoTransform,
+    crop_sizes,
+    fixed_crop_offsets,
+    three_crop_transform,
+    train_transform,
+    val_transform,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SAMPLING_MODES",
+    "CenterCrop",
+    "Compose",
+    "FrameFolderDataset",
+    "MultiScaleCrop",
+    "Normalize",
+    "ResizeShorter",
+    "ThreeCrop",
+    "VideoRecord",
+    "VideoTransform",
+    "clips_per_sample",
+    "crop_sizes",
+    "dense_offsets",
+    "fixed_crop_offsets",
+    "load_frame",
+    "read_categories",
+    "read_video_list",
+    "sample_offsets",
+    "three_crop_transform",
+    "train_transform",
+    "tsn_train_offsets",
+    "tsn_val_offsets",
+    "twice_sample_offsets",
+    "val_transform",
+]
