@@ -292,15 +292,16 @@ class Trainer:
                 self._handle_nonfinite()
             self.progress.batch_in_epoch = i + 1
 
+            loss_value = loss.item()
             top1, top5 = topk_correct(logits.detach(), labels, (1, 5))
-            window["loss"] += float(loss) * labels.numel()
+            window["loss"] += loss_value * labels.numel()
             window["top1"] += top1
             window["top5"] += top5
             window["n"] += labels.numel()
             window["data"] += data_time
             window["step"] += time.perf_counter() - tic
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{self.current_lr():.2e}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{self.current_lr():.2e}")
             if is_update and self.progress.global_step % tcfg.log_every_steps == 0:
                 self._log_train(window)
                 window = dict.fromkeys(window, 0)

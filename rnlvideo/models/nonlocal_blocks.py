@@ -1,0 +1,269 @@
+"""Video attention blocks: region-based non-local (RNL), non-local (NL) and the channel gate.
+
+All blocks take and return clips shaped ``(N, C, T, H, W)`` and are the identity at
+initialisation (their last normalisation / linear layer starts at zero). RNL and NL compute
+attention with :func:`torch.nn.functional.scaled_dot_product_attention`, so the
+``THW x THW`` affinity matrix is never materialised.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _inter_channels(in_channels: int, ratio: int) -> int:
+    if ratio < 1 or in_channels % ratio != 0:
+        raise ValueError(f"ratio={ratio} must be a positive divisor of in_channels={in_channels}")
+    return in_channels // ratio
+
+
+def _output_projection(inter_channels: int, out_channels: int) -> nn.Sequential:
+    """``W``: Conv3d(C', C, 1) then BatchNorm3d(C) with zero weight and bias (identity block)."""
+    bn = nn.BatchNorm3d(out_channels)
+    nn.init.zeros_(bn.weight)
+    nn.init.zeros_(bn.bias)
+    return nn.Sequential(nn.Conv3d(inter_channels, out_channels, kernel_size=1), bn)
+
+
+def _key_pool(sub_sample: bool) -> nn.Module:
+    return nn.MaxPool3d(kernel_size=(1, 2, 2)) if sub_sample else nn.Identity()
+
+
+def _as_sequence(x: Tensor) -> Tensor:
+    """``(N, C, T, H, W) -> (N, 1, THW, C)``: one attention head over all positions."""
+    # The fused SDPA kernels need a unit stride on the channel axis, else they fall back to
+    # the math kernel, which materialises the affinity matrix.
+    return x.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+
+
+def _attend(query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
+    """``y_i = sum_j softmax_j(scale * q_i . k_j) v_j``.
+
+    Args:
+        query: ``(N, C, T, H, W)``.
+        key: ``(N, C, T', H', W')``.
+        value: ``(N, C_v, T', H', W')``.
+
+    Returns:
+        ``(N, C_v, T, H, W)``.
+    """
+    n, _, t, h, w = query.shape
+    y = F.scaled_dot_product_attention(
+        _as_sequence(query), _as_sequence(key), _as_sequence(value), scale=scale
+    )
+    return y.squeeze(1).transpose(1, 2).reshape(n, -1, t, h, w)
+
+
+def _affinity_rows(query: Tensor, key: Tensor, query_index: Tensor, scale: float) -> Tensor:
+    """Rows of ``softmax(scale * Q^T K)`` for the chosen query positions only.
+
+    Args:
+        query: ``(N, C, T, H, W)``.
+        key: ``(N, C, T', H', W')``.
+        query_index: ``(Q,)`` integer flat positions into ``T*H*W`` of ``query``.
+
+    Returns:
+        ``(N, Q, T'*H'*W')``, each row summing to 1.
+    """
+    if query_index.ndim != 1 or query_index.is_floating_point():
+        raise ValueError(
+            f"query_index must be a 1-D integer tensor of flat THW positions, "
+            f"got dtype {query_index.dtype} and shape {tuple(query_index.shape)}"
+        )
+    positions = query.shape[2:].numel()
+    if query_index.numel() and (query_index.min() < 0 or query_index.max() >= positions):
+        raise ValueError(f"query_index values must lie in [0, {positions}) (T*H*W of the input)")
+    queries = query.flatten(2)[:, :, query_index.to(query.device)]  # (N, C, Q)
+    logits = queries.transpose(1, 2) @ key.flatten(2)
+    return torch.softmax(logits * scale, dim=-1)
+
+
+class RegionAggregation(nn.Module):
+    """Sum of each channel over the cuboid region around every position (the RNL "penta" conv).
+
+    A per-channel (depthwise) Conv3d without bias and with "same" padding. The kernel is stored
+    once, in its canonical depthwise shape, as the parameter ``weight`` ``(C, 1, kt, kh, kw)``.
+
+    ``form`` only selects how the convolution runs; both give the same result:
+
+    - ``"depthwise"``: ``conv3d(groups=C)`` with ``weight``.
+    - ``"grouped"``: the official release's form, a grouped conv with
+      ``groups = max(C // 32, 1)`` whose block-diagonal weight ``(C, C // groups, kt, kh, kw)``
+      is built on the fly from ``weight`` (output channel ``i`` reads only input channel ``i``).
+      Slower in FLOPs, but can be the faster kernel on some devices.
+
+    Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
+    """
+
+    forms = ("depthwise", "grouped")
+
+    def __init__(
+        self, channels: int, kernel_size: Sequence[int] = (3, 7, 7), form: str = "depthwise"
+    ) -> None:
+        super().__init__()
+        kernel_size = tuple(kernel_size)
+        if len(kernel_size) != 3 or any(k < 1 or k % 2 == 0 for k in kernel_size):
+            raise ValueError(f"kernel_size={kernel_size}: expected 3 positive odd integers")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.padding = tuple((k - 1) // 2 for k in kernel_size)
+        self.groups = max(channels // 32, 1)
+        self.form = form
+        self.weight = nn.Parameter(torch.empty(channels, 1, *kernel_size))
+        self.reset_parameters()
+
+    @property
+    def form(self) -> str:
+        return self._form
+
+    @form.setter
+    def form(self, form: str) -> None:
+        if form not in self.forms:
+            raise ValueError(f"aggregation form {form!r}: expected one of {self.forms}")
+        if form == "grouped" and self.channels % self.groups != 0:
+            raise ValueError(
+                f"grouped aggregation needs channels={self.channels} divisible by "
+                f"groups=max(channels // 32, 1)={self.groups}"
+            )
+        self._form = form
+
+    def reset_parameters(self) -> None:
+        # The release xavier-initialises the grouped weight (C, C // groups, k...), whose fan-in
+        # counts C // groups input channels; use the same bound to keep its initial scale.
+        fan_sum = (self.channels // self.groups + self.channels) * math.prod(self.kernel_size)
+        bound = math.sqrt(6.0 / fan_sum)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def grouped_weight(self) -> Tensor:
+        """The block-diagonal ``(C, C // groups, kt, kh, kw)`` weight of the grouped form."""
+        per_group = self.channels // self.groups
+        # Row i of the stacked identities selects input channel i % per_group of its group.
+        mask = torch.eye(per_group, dtype=self.weight.dtype, device=self.weight.device)
+        return self.weight * mask.repeat(self.groups, 1)[:, :, None, None, None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.form == "depthwise":
+            return F.conv3d(x, self.weight, padding=self.padding, groups=self.channels)
+        return F.conv3d(x, self.grouped_weight(), padding=self.padding, groups=self.groups)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, kernel_size={self.kernel_size}, form={self.form!r}"
+
+
+class RNLBlock(nn.Module):
+    """Region-based non-local block (Huang & Bors, ICPR 2020).
+
+    With ``C' = in_channels // ratio``: ``theta_x = theta(x)``; ``P = aggregation(theta_x)``;
+    ``f = softmax over keys of P^T P`` (unscaled); ``y = f theta_x``; ``z = W(y) + x``.
+    Queries and keys are the region-aggregated ``P``, values the plain ``theta_x``.
+    ``sub_sample`` max-pools keys and values by ``(1, 2, 2)``.
+
+    Submodules (state-dict keys): ``theta`` Conv3d(C, C', 1) (``theta.weight|bias``);
+    ``aggregation`` :class:`RegionAggregation` (``aggregation.weight`` ``(C', 1, kt, kh, kw)``);
+    ``W`` = Sequential(Conv3d(C', C, 1), BatchNorm3d(C)) (``W.0.*``, ``W.1.*``), BN zero-init.
+
+    Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        kernel_size: Sequence[int] = (3, 7, 7),
+        ratio: int = 2,
+        sub_sample: bool = False,
+        aggregation: str = "depthwise",
+    ) -> None:
+        super().__init__()
+        inter_channels = _inter_channels(in_channels, ratio)
+        self.theta = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
+        self.aggregation = RegionAggregation(inter_channels, kernel_size, form=aggregation)
+        self.pool = _key_pool(sub_sample)
+        self.W = _output_projection(inter_channels, in_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        theta_x = self.theta(x)
+        regions = self.aggregation(theta_x)
+        y = _attend(regions, self.pool(regions), self.pool(theta_x), scale=1.0)
+        return x + self.W(y)
+
+    def affinity(self, x: Tensor, query_index: Tensor) -> Tensor:
+        """Attention rows ``(N, Q, L_keys)`` for flat THW positions ``query_index`` ``(Q,)``.
+
+        ``L_keys = T*H*W``, or ``T*(H//2)*(W//2)`` with ``sub_sample``. Only ``Q`` rows are
+        computed, never the full matrix.
+        """
+        regions = self.aggregation(self.theta(x))
+        return _affinity_rows(regions, self.pool(regions), query_index, scale=1.0)
+
+
+class NLBlock(nn.Module):
+    """Embedded-Gaussian non-local block as used in TSM (Wang et al., CVPR 2018).
+
+    With ``C' = in_channels // ratio``: ``f = softmax over keys of scale * theta(x)^T phi(x)``;
+    ``y = f g(x)``; ``z = W(y) + x``. ``sub_sample`` max-pools ``phi(x)`` and ``g(x)`` by
+    ``(1, 2, 2)``. ``scale=None`` means 1.0 (unscaled, as TSM); pass ``C' ** -0.5`` for the
+    scaled variant.
+
+    Submodules (state-dict keys): ``g``, ``theta``, ``phi`` Conv3d(C, C', 1) with bias;
+    ``W`` = Sequential(Conv3d(C', C, 1), BatchNorm3d(C)) (``W.0.*``, ``W.1.*``), BN zero-init.
+
+    Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        ratio: int = 2,
+        sub_sample: bool = True,
+        scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        inter_channels = _inter_channels(in_channels, ratio)
+        self.scale = 1.0 if scale is None else float(scale)
+        self.g = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
+        self.theta = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
+        self.phi = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
+        self.pool = _key_pool(sub_sample)
+        self.W = _output_projection(inter_channels, in_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        keys, values = self.pool(self.phi(x)), self.pool(self.g(x))
+        return x + self.W(_attend(self.theta(x), keys, values, scale=self.scale))
+
+    def affinity(self, x: Tensor, query_index: Tensor) -> Tensor:
+        """Attention rows ``(N, Q, L_keys)`` for flat THW positions ``query_index`` ``(Q,)``."""
+        return _affinity_rows(self.theta(x), self.pool(self.phi(x)), query_index, self.scale)
+
+
+class ChannelGate(nn.Module):
+    """GCNet-style global-context channel gate (the release's "cg"), additive.
+
+    ``a = softmax over THW of W_k(x)``; ``context = sum_j a_j x_j`` ``(N, C)``;
+    ``out = x + W_v2(relu(bn1(W_v1(context))))`` broadcast over T, H, W.
+
+    Submodules (state-dict keys): ``W_k`` Conv3d(C, 1, 1); ``W_v1`` Linear(C, C/2);
+    ``bn1`` BatchNorm1d(C/2, eps=1e-5, momentum=0.01); ``W_v2`` Linear(C/2, C), zero-init.
+    Like any BatchNorm1d, ``bn1`` needs a batch of more than one clip in training mode.
+
+    Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        hidden = _inter_channels(in_channels, 2)
+        self.W_k = nn.Conv3d(in_channels, 1, kernel_size=1)
+        self.W_v1 = nn.Linear(in_channels, hidden)
+        self.bn1 = nn.BatchNorm1d(hidden, eps=1e-5, momentum=0.01)
+        self.relu = nn.ReLU(inplace=True)
+        self.W_v2 = nn.Linear(hidden, in_channels)
+        nn.init.zeros_(self.W_v2.weight)
+        nn.init.zeros_(self.W_v2.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = torch.softmax(self.W_k(x).flatten(2), dim=-1)  # (N, 1, THW)
+        context = (x.flatten(2) @ weights.transpose(1, 2)).squeeze(-1)  # (N, C)
+        gate = self.W_v2(self.relu(self.bn1(self.W_v1(context))))
+        return x + gate[:, :, None, None, None]

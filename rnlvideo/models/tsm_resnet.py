@@ -1,0 +1,408 @@
+"""TSM ResNets: torchvision ResNet + temporal shift + non-local placement + TSN head.
+
+State-dict layout of :class:`TSMResNet`:
+
+- ``backbone.<torchvision ResNet keys>`` without ``fc``: torchvision weights load unchanged;
+- ``nonlocal_blocks.<stage>_<block>.<i>.<block keys>``: blocks run after that residual block;
+- ``head.fc.weight|bias``: the classifier.
+"""
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from rnlvideo.models.nonlocal_blocks import ChannelGate, NLBlock, RNLBlock
+from rnlvideo.models.temporal_shift import TemporalShift
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+SHIFT_PLACES = ("blockres", "block", "none")
+_TORCHVISION_WEIGHTS_NAME = re.compile(r"\w+_Weights\.\w+")
+
+
+def _choices(names: Sequence[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+class _ShiftedResidual:
+    """Forward of a torchvision residual block with an optional TSM temporal shift.
+
+    ``shift_place``: ``"blockres"`` shifts the residual branch input only (the identity path
+    sees the unshifted input), ``"block"`` shifts the block input for both paths, ``"none"``
+    does not shift. Shapes: ``(N*T, C, H, W) -> (N*T, C', H', W')``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shift_place = "none"
+        self.temporal_shift: nn.Module = nn.Identity()
+
+    def set_temporal_shift(self, num_segments: int, shift_div: int, shift_place: str) -> None:
+        if shift_place not in SHIFT_PLACES:
+            raise ValueError(
+                f"shift_place={shift_place!r}: expected one of {_choices(SHIFT_PLACES)}"
+            )
+        self.shift_place = shift_place
+        self.temporal_shift = (
+            nn.Identity() if shift_place == "none" else TemporalShift(num_segments, shift_div)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        shifted = self.temporal_shift(x)
+        if self.shift_place == "block":
+            x = shifted
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.residual_branch(shifted) + identity)
+
+
+class TSMBasicBlock(_ShiftedResidual, BasicBlock):
+    """torchvision ``BasicBlock`` (same parameter names) with the temporal shift."""
+
+    def residual_branch(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.bn2(self.conv2(out))
+
+
+class TSMBottleneck(_ShiftedResidual, Bottleneck):
+    """torchvision ``Bottleneck`` (same parameter names) with the temporal shift."""
+
+    def residual_branch(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+
+_ARCHITECTURES: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
+    18: (TSMBasicBlock, [2, 2, 2, 2]),
+    34: (TSMBasicBlock, [3, 4, 6, 3]),
+    50: (TSMBottleneck, [3, 4, 6, 3]),
+    101: (TSMBottleneck, [3, 4, 23, 3]),
+}
+
+
+class TSNHead(nn.Module):
+    """Dropout, per-frame Linear classifier, average over frames ("avg consensus").
+
+    Shapes: ``(N, T, D) -> (N, num_classes)``.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, num_classes)
+        nn.init.normal_(self.fc.weight, mean=0.0, std=0.001)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.fc(self.dropout(features)).mean(dim=1)
+
+
+def _run_on_clips(blocks: nn.Module, frames: Tensor, num_segments: int) -> Tensor:
+    """Apply ``(N, C, T, H, W)`` blocks to frames folded as ``(N*T, C, H, W)``."""
+    clips = frames.unflatten(0, (-1, num_segments)).transpose(1, 2)
+    return blocks(clips).transpose(1, 2).flatten(0, 1)
+
+
+class TSMResNet(nn.Module):
+    """TSM ResNet video classifier (timm-style interface); build it with :func:`create_tsm_resnet`.
+
+    Attributes:
+        backbone: torchvision ``ResNet`` whose blocks shift in time, ``fc`` replaced by Identity.
+        nonlocal_blocks: ``ModuleDict`` ``"<stage>_<block>" -> Sequential`` of
+            ``(N, C, T, H, W)`` blocks run after that residual block's output.
+        head: :class:`TSNHead`.
+        num_segments: frames per clip ``T`` the model expects.
+        num_classes: number of output logits.
+        num_features: per-frame feature size ``D``.
+        partial_bn: whether ``train()`` keeps every backbone BatchNorm2d but the first frozen.
+    """
+
+    def __init__(
+        self,
+        backbone: ResNet,
+        nonlocal_blocks: nn.ModuleDict,
+        head: TSNHead,
+        num_segments: int,
+        partial_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.nonlocal_blocks = nonlocal_blocks
+        self.head = head
+        self.num_segments = num_segments
+        self.num_classes = head.fc.out_features
+        self.num_features = head.fc.in_features
+        self.partial_bn = partial_bn
+        if partial_bn:
+            for bn in self._partial_bn_layers():
+                bn.requires_grad_(False)
+        self.train(self.training)
+
+    def _partial_bn_layers(self) -> list[nn.Module]:
+        # Matched by base class, not BatchNorm2d, so that SyncBatchNorm conversion keeps them.
+        return [
+            m
+            for m in self.backbone.modules()
+            if isinstance(m, _BatchNorm) and m is not self.backbone.bn1
+        ]
+
+    def train(self, mode: bool = True) -> "TSMResNet":
+        """As ``nn.Module.train``; with ``partial_bn`` the frozen BatchNorm2d stay in eval mode."""
+        super().train(mode)
+        if mode and self.partial_bn:
+            for bn in self._partial_bn_layers():
+                bn.eval()
+        return self
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Per-frame pooled features: ``(N, 3, T, H, W) -> (N, T, D)``."""
+        if x.ndim != 5:
+            raise ValueError(f"expected clips (N, 3, T, H, W), got shape {tuple(x.shape)}")
+        if x.shape[2] != self.num_segments:
+            raise ValueError(
+                f"input has T = {x.shape[2]} frames (shape {tuple(x.shape)}) but the model "
+                f"was built with num_segments = {self.num_segments}"
+            )
+        n, t = x.shape[0], x.shape[2]
+        frames = x.transpose(1, 2).flatten(0, 1)  # (N*T, 3, H, W)
+        backbone = self.backbone
+        out = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(frames))))
+        for stage in STAGES:
+            for index, block in enumerate(getattr(backbone, stage)):
+                out = block(out)
+                key = f"{stage}_{index}"
+                if key in self.nonlocal_blocks:
+                    out = _run_on_clips(self.nonlocal_blocks[key], out, t)
+        return torch.flatten(backbone.avgpool(out), 1).view(n, t, -1)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Clip logits from per-frame features: ``(N, T, D) -> (N, num_classes)``."""
+        return self.head(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Clip logits: ``(N, 3, T, H, W) -> (N, num_classes)``."""
+        return self.forward_head(self.forward_features(x))
+
+
+# Options each kind of entry in `nonlocal_blocks` accepts, with their defaults.
+_KIND_OPTIONS: dict[str, dict[str, Any]] = {
+    "rnl": {"kernel_size": (3, 7, 7), "ratio": 2, "sub_sample": False},
+    "nl": {"ratio": 2, "sub_sample": True},
+    "cg": {},
+    "cg+rnl": {"kernel_size": (3, 7, 7), "ratio": 2, "sub_sample": False},
+}
+_REQUIRED_KEYS = ("stage", "block", "kind")
+_ALL_KEYS = (*_REQUIRED_KEYS, "kernel_size", "ratio", "sub_sample")
+
+
+@dataclass(frozen=True)
+class _Placement:
+    stage: str
+    block: int
+    kind: str
+    options: dict[str, Any]
+
+
+def _stage_channels(depth: int) -> dict[str, int]:
+    block_type, _ = _ARCHITECTURES[depth]
+    return {stage: 64 * 2**i * block_type.expansion for i, stage in enumerate(STAGES)}
+
+
+def _parse_options(
+    where: str, kind: str, entry: Mapping[str, Any], channels: int, stage: str
+) -> dict[str, Any]:
+    accepted = _KIND_OPTIONS[kind]
+    options = dict(accepted)
+    for key in sorted(entry.keys() - set(_REQUIRED_KEYS)):
+        if key not in accepted:
+            raise ValueError(
+                f"{where}.{key}: not used by kind {kind!r} (it accepts: "
+                f"{_choices(list(accepted)) or 'no options'})"
+            )
+        options[key] = entry[key]
+    if "kernel_size" in options:
+        kernel = options["kernel_size"]
+        if (
+            isinstance(kernel, str)
+            or not isinstance(kernel, Sequence)
+            or len(kernel) != 3
+            or not all(isinstance(k, int) and not isinstance(k, bool) for k in kernel)
+            or not all(k > 0 and k % 2 == 1 for k in kernel)
+        ):
+            raise ValueError(
+                f"{where}.kernel_size={kernel!r}: expected 3 positive odd integers [kt, kh, kw]"
+            )
+        options["kernel_size"] = tuple(kernel)
+    if "ratio" in options:
+        ratio = options["ratio"]
+        if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1 or channels % ratio:
+            raise ValueError(
+                f"{where}.ratio={ratio!r}: expected a positive integer dividing the "
+                f"{channels} channels of {stage}"
+            )
+    if "sub_sample" in options and not isinstance(options["sub_sample"], bool):
+        raise ValueError(f"{where}.sub_sample={options['sub_sample']!r}: expected true or false")
+    return options
+
+
+def _parse_placements(entries: Sequence[Mapping[str, Any]] | None, depth: int) -> list[_Placement]:
+    """Validate the ``nonlocal_blocks`` config; errors name the entry, the key and what fits."""
+    _, blocks_per_stage = _ARCHITECTURES[depth]
+    channels = _stage_channels(depth)
+    placements: list[_Placement] = []
+    seen: dict[tuple[str, int], int] = {}
+    for index, entry in enumerate(entries or ()):
+        where = f"nonlocal_blocks[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{where}={entry!r}: expected a mapping with keys stage, block, kind")
+        entry = dict(entry)
+        for key in entry:
+            if key not in _ALL_KEYS:
+                raise ValueError(
+                    f"{where}.{key}: unknown key; expected one of {_choices(_ALL_KEYS)}"
+                )
+        for key in _REQUIRED_KEYS:
+            if key not in entry:
+                raise ValueError(f"{where}: missing key '{key}' (required: stage, block, kind)")
+        stage, block, kind = entry["stage"], entry["block"], entry["kind"]
+        if stage not in STAGES:
+            raise ValueError(f"{where}.stage={stage!r}: expected one of {_choices(STAGES)}")
+        num_blocks = blocks_per_stage[STAGES.index(stage)]
+        if isinstance(block, bool) or not isinstance(block, int) or not 0 <= block < num_blocks:
+            raise ValueError(
+                f"{where}.block={block!r}: {stage} of resnet{depth} has blocks 0..{num_blocks - 1}"
+            )
+        if kind not in _KIND_OPTIONS:
+            raise ValueError(
+                f"{where}.kind={kind!r}: expected one of {_choices(list(_KIND_OPTIONS))}"
+            )
+        if (stage, block) in seen:
+            raise ValueError(
+                f"{where}: duplicate placement {stage} block {block}, already given by "
+                f"nonlocal_blocks[{seen[stage, block]}]"
+            )
+        seen[stage, block] = index
+        options = _parse_options(where, kind, entry, channels[stage], stage)
+        placements.append(_Placement(stage, block, kind, options))
+    return placements
+
+
+def _build_nonlocal(placement: _Placement, channels: int) -> nn.Sequential:
+    options = placement.options
+    if placement.kind == "nl":
+        return nn.Sequential(NLBlock(channels, **options))
+    if placement.kind == "cg":
+        return nn.Sequential(ChannelGate(channels))
+    rnl = RNLBlock(channels, **options)
+    if placement.kind == "cg+rnl":
+        return nn.Sequential(ChannelGate(channels), rnl)
+    return nn.Sequential(rnl)
+
+
+def _read_backbone_weights(weights: str) -> dict[str, Tensor]:
+    """A torchvision ResNet state dict, without ``fc.*``, from a file or a weights name."""
+    path = Path(weights).expanduser()
+    if path.is_file():
+        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    elif _TORCHVISION_WEIGHTS_NAME.fullmatch(weights):
+        state = torchvision.models.get_weight(weights).get_state_dict(progress=True)
+    else:
+        raise ValueError(
+            f"weights={weights!r}: no such file, and not a torchvision weights name such as "
+            f"'ResNet50_Weights.IMAGENET1K_V1'"
+        )
+    if isinstance(state, Mapping):
+        for wrapper_key in ("state_dict", "model"):
+            if isinstance(state.get(wrapper_key), Mapping):
+                state = state[wrapper_key]
+                break
+    if not isinstance(state, Mapping):
+        raise ValueError(f"weights={weights!r}: expected a state dict, got {type(state).__name__}")
+    return {key: value for key, value in state.items() if not key.startswith("fc.")}
+
+
+def _load_backbone_weights(backbone: ResNet, weights: str, depth: int) -> None:
+    state = _read_backbone_weights(weights)
+    expected = backbone.state_dict().keys()
+    missing = sorted(expected - state.keys())
+    unexpected = sorted(state.keys() - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"weights={weights!r} do not fit a torchvision resnet{depth} backbone: "
+            f"missing keys {missing}, unexpected keys {unexpected}"
+        )
+    backbone.load_state_dict(state, strict=True)
+    logger.info("Loaded resnet%d backbone weights from %s", depth, weights)
+
+
+def create_tsm_resnet(
+    depth: int = 50,
+    num_classes: int = 174,
+    num_segments: int = 8,
+    shift_div: int = 8,
+    shift_place: str = "blockres",
+    nonlocal_blocks: Sequence[Mapping[str, Any]] | None = (),
+    dropout: float = 0.5,
+    weights: str | None = None,
+    partial_bn: bool = False,
+) -> TSMResNet:
+    """Build a TSM ResNet video classifier, ``(N, 3, T, H, W) -> (N, num_classes)``.
+
+    Args:
+        depth: 18, 34, 50 or 101 (torchvision ResNet layouts and parameter names).
+        num_classes: classifier outputs.
+        num_segments: frames per clip ``T``; inputs must have exactly this many.
+        shift_div: ``1 / shift_div`` of the channels shift each way in time.
+        shift_place: ``"blockres"`` (shift inside each residual branch, before ``conv1``),
+            ``"block"`` (shift each block's input, both paths) or ``"none"`` (plain TSN).
+        nonlocal_blocks: placements, each a mapping (plain or OmegaConf) with keys
+            ``stage`` ("layer1".."layer4"), ``block`` (index in the stage), ``kind``
+            ("rnl" | "nl" | "cg" | "cg+rnl") and optionally ``kernel_size`` ([kt, kh, kw],
+            rnl kinds, default [3, 7, 7]), ``ratio`` (default 2) and ``sub_sample`` (default
+            false for rnl kinds, true for nl). Blocks run after the residual block's output,
+            ``cg+rnl`` runs the channel gate then RNL. Invalid entries raise ``ValueError``.
+        dropout: dropout probability before the classifier.
+        weights: backbone initialisation: ``None`` (random); a torchvision weights name such
+            as ``"ResNet50_Weights.IMAGENET1K_V1"`` (downloaded by torchvision); or the path of
+            a local file holding a torchvision ResNet state dict (optionally wrapped under a
+            ``"state_dict"`` or ``"model"`` key). ``fc.*`` is dropped and the rest must match
+            the backbone exactly, else ``ValueError`` lists the missing / unexpected keys.
+        partial_bn: TSM's partial BN: in ``train()`` mode every backbone BatchNorm2d except
+            the first (``backbone.bn1``) stays in eval mode with frozen affine parameters.
+
+    Returns:
+        The :class:`TSMResNet`; non-local blocks and the classifier are freshly initialised.
+    """
+    if depth not in _ARCHITECTURES:
+        raise ValueError(f"depth={depth!r}: expected one of {sorted(_ARCHITECTURES)}")
+    if shift_place not in SHIFT_PLACES:
+        raise ValueError(f"shift_place={shift_place!r}: expected one of {_choices(SHIFT_PLACES)}")
+    if num_segments < 1:
+        raise ValueError(f"num_segments={num_segments!r}: expected a positive integer")
+    placements = _parse_placements(nonlocal_blocks, depth)
+
+    block_type, layers = _ARCHITECTURES[depth]
+    backbone = ResNet(block_type, layers)
+    backbone.fc = nn.Identity()
+    if weights is not None:
+        _load_backbone_weights(backbone, weights, depth)
+    for stage in STAGES:
+        for block in getattr(backbone, stage):
+            block.set_temporal_shift(num_segments, shift_div, shift_place)
+
+    channels = _stage_channels(depth)
+    video_blocks = nn.ModuleDict(
+        {f"{p.stage}_{p.block}": _build_nonlocal(p, channels[p.stage]) for p in placements}
+    )
+    head = TSNHead(512 * block_type.expansion, num_classes, dropout)
+    return TSMResNet(backbone, video_blocks, head, num_segments, partial_bn=partial_bn)
