@@ -65,8 +65,12 @@ def test_one_epoch_train_and_evaluate_then_auto_resume(tiny_dataset: Path, tmp_p
 
 def test_missing_dataset_fails_at_once_with_preparation_hint(tmp_path: Path) -> None:
     result = run_tool(
-        ["tools/train.py", "+experiment=rnl_sthv1", f"data.root={tmp_path}/nowhere",
-         f"output_dir={tmp_path}/run"],
+        [
+            "tools/train.py",
+            "+experiment=rnl_sthv1",
+            f"data.root={tmp_path}/nowhere",
+            f"output_dir={tmp_path}/run",
+        ],
         timeout=120,
     )
     assert result.returncode == 2
@@ -121,17 +125,29 @@ def test_sigkill_then_resume_is_bit_identical(tiny_dataset: Path, tmp_path: Path
 
 
 def test_ddp_two_processes_match_one_process_with_double_batch(tiny_dataset: Path, tmp_path):
-    common = ["train.freeze_bn=true", "model.dropout=0", "train.deterministic=true",
-              "train.eval_every_epochs=0"]
+    # A small lr: with frozen BN a from-scratch net is chaotic enough at the demo's lr for
+    # reduction-order rounding (1e-8) to grow past the tolerance within six steps.
+    common = [
+        "train.freeze_bn=true",
+        "model.dropout=0",
+        "train.deterministic=true",
+        "train.eval_every_epochs=0",
+        "optim.lr=0.005",
+    ]
     single = run_tool(
         ["tools/train.py", *tiny_run_overrides(tiny_dataset, tmp_path / "one", *common)],
         timeout=600,
     )
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = run_tool(
-        ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-         "tools/train.py",
-         *tiny_run_overrides(tiny_dataset, tmp_path / "two", *common, "train.batch_size=2")],
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "tools/train.py",
+            *tiny_run_overrides(tiny_dataset, tmp_path / "two", *common, "train.batch_size=2"),
+        ],
         timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
