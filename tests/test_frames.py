@@ -141,12 +141,20 @@ def test_twice_and_three_crop_layout(frame_root):
         sampling="twice",
     )
     assert twice.clips_per_sample == 2
-    assert twice[0][0].shape == (3, 8, 64, 64)
-    views = make_dataset(
-        frame_root, three_crop_transform(96, 96), num_segments=4, sampling="twice", num_clips=2
+    clips, _ = twice[0]
+    assert clips.shape == (2, 3, 4, 64, 64)  # (views, C, T, H, W)
+    single = make_dataset(
+        frame_root, val_transform(input_size=64, scale_size=64), num_segments=4, sampling="tsn_val"
     )
+    assert torch.equal(clips[0], single[0][0])  # the first of the two clips is the val clip
+
+    views = make_dataset(frame_root, three_crop_transform(96, 96), num_segments=4, sampling="twice")
     clip, _ = views[0]
-    assert clip.shape == (3, 3, 8, 96, 96)  # (views, C, clips * T, H, W)
+    assert clip.shape == (6, 3, 4, 96, 96)  # clip-major: clip 0 crops 0..2, clip 1 crops 0..2
+    crops_only = make_dataset(
+        frame_root, three_crop_transform(96, 96), num_segments=4, sampling="tsn_val"
+    )
+    assert torch.equal(clip[:3], crops_only[0][0])
 
 
 def test_dense_test_gives_num_clips_clips(frame_root):
@@ -154,7 +162,7 @@ def test_dense_test_gives_num_clips_clips(frame_root):
         frame_root, val_transform(32, 32), num_segments=4, sampling="dense_test", num_clips=3
     )
     assert dataset.clips_per_sample == 3
-    assert dataset[0][0].shape == (3, 12, 32, 32)
+    assert dataset[0][0].shape == (3, 3, 4, 32, 32)
 
 
 def test_min_frames_skips_short_videos(tmp_path, frame_root):

@@ -74,11 +74,11 @@ def load_frame(path: Path) -> torch.Tensor:
 class FrameFolderDataset(Dataset):
     """Videos as ``root/<record.path>/<filename_tmpl.format(offset + start_index)>`` JPEGs.
 
-    ``dataset[i]`` is ``(clip, label)`` where ``clip`` is float ``(C, K*T, H, W)``, the
-    ``K = clips_per_sample`` clips of ``T = num_segments`` frames laid end to end in time (K is
-    2 for "twice", ``num_clips`` for "dense_test", else 1). A transform that returns several
-    spatial views ``(V, K*T, C, H, W)`` (e.g. ``three_crop_transform``) gives
-    ``(V, C, K*T, H, W)``.
+    ``dataset[i]`` is ``(clip, label)``. With a single view ``clip`` is float ``(C, T, H, W)``,
+    ``T = num_segments``. With several views it is ``(V, C, T, H, W)``, ``V = K * S``: the
+    ``K = clips_per_sample`` temporal clips (2 for "twice", ``num_clips`` for "dense_test", else
+    1) times the ``S`` spatial crops of the transform (3 for ``three_crop_transform``), ordered
+    clip-major (clip 0 crop 0, clip 0 crop 1, ...).
 
     Randomness (frame sampling and transform) comes from
     ``np.random.default_rng([seed, epoch, index])``, so a sample does not depend on the
@@ -150,5 +150,17 @@ class FrameFolderDataset(Dataset):
             self.sampling, record.num_frames, self.num_segments, rng, self.num_clips
         )
         clip = self.transform(self.load_frames(record, offsets), rng)
-        # A view: the DataLoader's collate makes the one contiguous copy.
-        return clip.transpose(-4, -3), record.label
+        return self.to_views(clip), record.label
+
+    def to_views(self, clip: torch.Tensor) -> torch.Tensor:
+        """Transform output ``(K*T, C, H, W)`` or ``(S, K*T, C, H, W)`` as model views.
+
+        Returns ``(C, T, H, W)`` for one view, else ``(K*S, C, T, H, W)``.
+        """
+        crops = clip.unsqueeze(0) if clip.dim() == 4 else clip
+        s, _, c, h, w = crops.shape
+        k, t = self.clips_per_sample, self.num_segments
+        views = crops.reshape(s, k, t, c, h, w).transpose(0, 1).reshape(k * s, t, c, h, w)
+        # A transposed view: the DataLoader's collate makes the one contiguous copy.
+        views = views.transpose(1, 2)
+        return views[0] if k * s == 1 else views
