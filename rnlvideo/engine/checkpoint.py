@@ -45,6 +45,13 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temporaries(run_dir: str | Path) -> None:
+    """Delete temporary files left by a writer that was killed mid-write."""
+    for tmp in Path(run_dir).glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        logger.info("removed an incomplete checkpoint write: %s", tmp.name)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint onto the CPU with ``weights_only=True`` (no arbitrary unpickling)."""
     path = Path(path)

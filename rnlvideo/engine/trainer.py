@@ -86,6 +86,10 @@ class Trainer:
         self.device = ctx.device
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:
+            ckpt.remove_stale_temporaries(self.run_dir)
+            resolved = OmegaConf.to_yaml(cfg, resolve=True)
+            (self.run_dir / "config_resolved.yaml").write_text(resolved)
         seed_everything(cfg.seed + ctx.rank, self.tcfg.deterministic)
 
         self.train_set = build_dataset(cfg, "train")
