@@ -1,18 +1,15 @@
 """List files and the frame-folder dataset, end to end on a tiny folder of JPEG frames."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from rnlvideo.data.frames import (
-    FrameFolderDataset,
-    VideoRecord,
-    load_frame,
-    read_categories,
-    read_video_list,
-)
+from rnlvideo.data.frames import FrameFolderDataset, VideoDataError, load_frame
+from rnlvideo.data.lists import VideoRecord, read_categories, read_video_list
 from rnlvideo.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -58,16 +55,21 @@ def make_dataset(root, transform, **kwargs):
 
 def test_read_video_list(tmp_path):
     path = tmp_path / "list.txt"
-    path.write_text("a/b 12 3\n\n  \nc 40 0\n")
-    assert read_video_list(path) == [VideoRecord("a/b", 12, 3), VideoRecord("c", 40, 0)]
+    path.write_text("a/b 12 3\n\n  \nc 40 0\nd.mp4 5\n")
+    assert read_video_list(path) == [
+        VideoRecord("a/b", 12, 3),
+        VideoRecord("c", 40, 0),
+        VideoRecord("d.mp4", None, 5),
+    ]
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("vid 12", "expected 'path num_frames label', got 'vid 12"),
-        ("vid twelve 3", "expected 'path num_frames label'"),
-        ("vid 12 3 4", "expected 'path num_frames label'"),
+        ("vid", "expected 'path num_frames label' or 'path label', got 'vid'"),
+        ("vid twelve 3", "expected 'path num_frames label' or 'path label'"),
+        ("vid 12 3 4", "expected 'path num_frames label' or 'path label'"),
+        ("vid x", "expected 'path num_frames label' or 'path label'"),
         ("vid 0 3", "num_frames must be positive"),
         ("vid -4 3", "num_frames must be positive"),
         ("vid 12 -1", "label must be non-negative"),
@@ -178,8 +180,68 @@ def test_missing_and_corrupt_frames_are_named(tmp_path, frame_root):
     (folder / "00001.jpg").write_bytes(b"not a jpeg at all")
     (tmp_path / "list.txt").write_text("broken 2 0\n")
     dataset = FrameFolderDataset(tmp_path, tmp_path / "list.txt", val_transform(), num_segments=2)
-    with pytest.raises(FileNotFoundError, match="broken/00002.jpg"):
+    with pytest.raises(VideoDataError, match="frame not found: .*broken/00002.jpg"):
         dataset.load_frames(dataset.records[0], np.array([1]))
-    with pytest.raises(RuntimeError, match="broken/00001.jpg"):
+    with pytest.raises(VideoDataError, match="cannot decode frame .*broken/00001.jpg"):
         dataset[0]
     assert load_frame(frame_root / "vid0" / "00001.jpg").shape == (3, HEIGHT, WIDTH)
+
+
+def test_frame_folders_need_frame_counts(tmp_path, frame_root):
+    (tmp_path / "list.txt").write_text("vid0 12 0\nvid1 1\n")
+    with pytest.raises(ValueError, match="need 'path num_frames label' lines.*first: vid1"):
+        FrameFolderDataset(frame_root, tmp_path / "list.txt", val_transform())
+
+
+def test_on_error_is_validated(frame_root):
+    with pytest.raises(ValueError, match="on_error='skip'"):
+        make_dataset(frame_root, val_transform(), on_error="skip")
+
+
+@pytest.fixture
+def list_with_missing_video(tmp_path, frame_root):
+    """vid0..vid2 plus a video whose folder does not exist (index 1)."""
+    path = tmp_path / "list.txt"
+    path.write_text(f"vid0 {NUM_FRAMES} 0\ngone {NUM_FRAMES} 7\nvid1 {NUM_FRAMES} 1\n")
+    return path
+
+
+def test_on_error_resample_replaces_and_counts(frame_root, list_with_missing_video, caplog):
+    kwargs = dict(num_segments=2, sampling="tsn_val", on_error="resample", seed=4)
+    dataset = FrameFolderDataset(
+        frame_root, list_with_missing_video, val_transform(32, 32), **kwargs
+    )
+    with caplog.at_level(logging.WARNING, logger="rnlvideo.data.frames"):
+        clip, label = dataset[1]
+    assert label in (0, 1) and clip.shape == (3, 2, 32, 32)
+    assert dataset.num_resampled >= 1
+    assert "frame not found" in caplog.text and "gone/" in caplog.text
+    again = FrameFolderDataset(frame_root, list_with_missing_video, val_transform(32, 32), **kwargs)
+    assert torch.equal(again[1][0], clip) and again[1][1] == label  # deterministic
+    assert torch.equal(dataset[0][0], again[0][0])  # good videos are untouched
+    with caplog.at_level(logging.WARNING, logger="rnlvideo.data.frames"):
+        dataset.set_epoch(1)
+    assert (
+        f"{dataset.num_resampled} unreadable video(s) replaced by others in epoch 0" in caplog.text
+    )
+
+
+def test_on_error_raise_names_the_folder(frame_root, list_with_missing_video):
+    dataset = FrameFolderDataset(frame_root, list_with_missing_video, val_transform(32, 32))
+    with pytest.raises(VideoDataError, match="gone/"):
+        dataset[1]
+
+
+def test_resample_count_reaches_the_main_process(frame_root, list_with_missing_video):
+    dataset = FrameFolderDataset(
+        frame_root,
+        list_with_missing_video,
+        val_transform(32, 32),
+        num_segments=2,
+        sampling="tsn_val",
+        on_error="resample",
+    )
+    loader = DataLoader(dataset, batch_size=1, num_workers=2, multiprocessing_context="fork")
+    labels = torch.cat([label for _, label in loader])
+    assert len(labels) == 3 and 7 not in labels.tolist()
+    assert dataset.num_resampled == 1

@@ -1,9 +1,21 @@
-"""Something-Something data: frame sampling, video transforms and the frame-folder dataset."""
+"""Video data: list files, frame sampling, transforms, the frame-folder and video-file datasets
+and the device-side augmentation mode."""
 
+from rnlvideo.data.device_transforms import (
+    DeferredClip,
+    DeviceTransform,
+    defer_transform,
+    to_model_input,
+)
 from rnlvideo.data.frames import (
+    ClipDataset,
     FrameFolderDataset,
-    VideoRecord,
+    SharedCounter,
+    VideoDataError,
     load_frame,
+)
+from rnlvideo.data.lists import (
+    VideoRecord,
     read_categories,
     read_video_list,
 )
@@ -32,22 +44,30 @@ from rnlvideo.data.transforms import (
     train_transform,
     val_transform,
 )
+from rnlvideo.data.video import VideoFileDataset
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SAMPLING_MODES",
     "CenterCrop",
+    "ClipDataset",
     "Compose",
+    "DeferredClip",
+    "DeviceTransform",
     "FrameFolderDataset",
     "MultiScaleCrop",
     "Normalize",
     "ResizeShorter",
+    "SharedCounter",
     "ThreeCrop",
+    "VideoDataError",
+    "VideoFileDataset",
     "VideoRecord",
     "VideoTransform",
     "clips_per_sample",
     "crop_sizes",
+    "defer_transform",
     "dense_offsets",
     "fixed_crop_offsets",
     "load_frame",
@@ -55,6 +75,7 @@ __all__ = [
     "read_video_list",
     "sample_offsets",
     "three_crop_transform",
+    "to_model_input",
     "train_transform",
     "tsn_train_offsets",
     "tsn_val_offsets",

@@ -1,78 +1,83 @@
-"""TSM list files and the dataset of videos stored as folders of JPEG frames."""
+"""The clip dataset base (sampling, views, bad-input policy) and the frame-folder dataset."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
+from rnlvideo.data.device_transforms import DeferredClip, DeviceTransform, defer_transform
+from rnlvideo.data.lists import VideoRecord, read_categories, read_video_list
 from rnlvideo.data.sampling import clips_per_sample, sample_offsets
 from rnlvideo.data.transforms import VideoTransform
 
 logger = logging.getLogger(__name__)
 
+ON_ERROR_POLICIES = ("raise", "resample")
+# on_error="resample" gives up after this many unreadable replacements in a row.
+MAX_RESAMPLE_ATTEMPTS = 10
+# The random stream of replacement choices: default_rng([seed, epoch, index, _RESAMPLE_STREAM]).
+_RESAMPLE_STREAM = 1
 
-@dataclass(frozen=True)
-class VideoRecord:
-    """One line of a TSM list file: frame folder (relative to the root), frame count, class."""
-
-    path: str
-    num_frames: int
-    label: int
-
-
-def _parse_list_line(line: str, where: str) -> VideoRecord:
-    try:
-        path, num_frames, label = line.split()
-        num_frames, label = int(num_frames), int(label)
-    except ValueError:
-        raise ValueError(f"{where}: expected 'path num_frames label', got {line!r}") from None
-    if num_frames < 1:
-        raise ValueError(f"{where}: num_frames must be positive, got {line!r}")
-    if label < 0:
-        raise ValueError(f"{where}: label must be non-negative, got {line!r}")
-    return VideoRecord(path, num_frames, label)
+__all__ = [
+    "ON_ERROR_POLICIES",
+    "ClipDataset",
+    "FrameFolderDataset",
+    "SharedCounter",
+    "VideoDataError",
+    "VideoRecord",
+    "load_frame",
+    "read_categories",
+    "read_video_list",
+]
 
 
-def read_video_list(path: str | Path) -> list[VideoRecord]:
-    """Parse a TSM list file of ``path num_frames label`` lines; blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video list file not found: {path}")
-    with path.open() as f:
-        return [
-            _parse_list_line(line, f"{path}:{number}")
-            for number, line in enumerate(f, start=1)
-            if line.strip()
-        ]
+class VideoDataError(RuntimeError):
+    """A video's data on disk is missing, unreadable or inconsistent; the message names it."""
 
 
-def read_categories(path: str | Path) -> list[str]:
-    """Class names from ``category.txt``, one per line (line ``i`` is class ``i``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"category file not found: {path}")
-    with path.open() as f:
-        return [line.strip() for line in f if line.strip()]
+class SharedCounter:
+    """A count that DataLoader worker processes add to and the main process reads.
+
+    One int64 slot per worker in a shared-memory tensor (inherited by forked workers, passed
+    by handle to spawned ones), so adding needs no lock: a worker writes only its own slot.
+    """
+
+    _SLOTS = 1024
+
+    def __init__(self) -> None:
+        self._slots = torch.zeros(self._SLOTS, dtype=torch.int64).share_memory_()
+
+    def add(self, count: int = 1) -> None:
+        worker = get_worker_info()
+        slot = 0 if worker is None else 1 + worker.id % (self._SLOTS - 1)
+        self._slots[slot] += count
+
+    @property
+    def value(self) -> int:
+        return int(self._slots.sum())
 
 
 def load_frame(path: Path) -> torch.Tensor:
-    """Decode one JPEG to RGB uint8 ``(3, H, W)``; errors name the file."""
+    """Decode one JPEG to RGB uint8 ``(3, H, W)``; a missing or bad file raises VideoDataError."""
     if not path.is_file():
-        raise FileNotFoundError(f"frame not found: {path}")
+        raise VideoDataError(f"frame not found: {path}")
     try:
         return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
     except RuntimeError as exc:
-        raise RuntimeError(f"cannot decode frame {path}: {exc}") from exc
+        raise VideoDataError(f"cannot decode frame {path}: {exc}") from exc
 
 
-class FrameFolderDataset(Dataset):
-    """Videos as ``root/<record.path>/<filename_tmpl.format(offset + start_index)>`` JPEGs.
+OffsetsFn = Callable[[int], np.ndarray]
+
+
+class ClipDataset(Dataset):
+    """Base of the video datasets: list file, frame sampling, transform, views, bad input.
 
     ``dataset[i]`` is ``(clip, label)``. With a single view ``clip`` is float ``(C, T, H, W)``,
     ``T = num_segments``. With several views it is ``(V, C, T, H, W)``, ``V = K * S``: the
@@ -80,10 +85,177 @@ class FrameFolderDataset(Dataset):
     1) times the ``S`` spatial crops of the transform (3 for ``three_crop_transform``), ordered
     clip-major (clip 0 crop 0, clip 0 crop 1, ...).
 
+    With ``device_transform=True`` the transform's resize and normalisation are left to the
+    training device: ``clip`` is a :class:`DeferredClip` of uint8 frames and crop boxes (same
+    view layout) and ``self.device_transform`` is the module that finishes it
+    (``rnlvideo.data.device_transforms.to_model_input``). Otherwise ``self.device_transform``
+    is None.
+
     Randomness (frame sampling and transform) comes from
     ``np.random.default_rng([seed, epoch, index])``, so a sample does not depend on the
     DataLoader worker count. ``set_epoch`` must be called before the epoch's iterator is made;
     with ``persistent_workers=True`` the workers keep the epoch they were started with.
+
+    Bad input (a missing or undecodable frame or video): ``on_error="raise"`` raises
+    :class:`VideoDataError` naming the file; ``on_error="resample"`` logs a warning naming the
+    file and returns another video, drawn from ``default_rng([seed, epoch, index, 1])``, instead.
+    Replacements are counted across worker processes: ``num_resampled`` (cumulative) and a
+    warning with the epoch's count at the next ``set_epoch``.
+
+    Subclasses implement ``read_clip``.
+    """
+
+    def __init__(
+        self,
+        list_file: str | Path,
+        transform: VideoTransform,
+        num_segments: int = 8,
+        sampling: str = "tsn_train",
+        num_clips: int = 1,
+        seed: int = 0,
+        min_frames: int = 1,
+        on_error: str = "raise",
+        device_transform: bool = False,
+    ) -> None:
+        if on_error not in ON_ERROR_POLICIES:
+            raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR_POLICIES}")
+        self.list_file = Path(list_file)
+        self.clips_per_sample = clips_per_sample(sampling, num_clips)
+        self.transform = defer_transform(transform) if device_transform else transform
+        self.device_transform: DeviceTransform | None = (
+            self.transform.device_transform if device_transform else None
+        )
+        self.num_segments = num_segments
+        self.sampling = sampling
+        self.num_clips = num_clips
+        self.seed = seed
+        self.epoch = 0
+        self.on_error = on_error
+        self._resampled = SharedCounter()
+        self._resampled_reported = 0
+        records = read_video_list(self.list_file)
+        # TSM trains only on videos with at least 3 frames (min_frames=3); records without a
+        # frame count are kept (their count is only known when the video is opened).
+        self.records = [r for r in records if r.num_frames is None or r.num_frames >= min_frames]
+        logger.info(
+            "%s: %d videos (%d with fewer than %d frames skipped)",
+            list_file,
+            len(self.records),
+            len(records) - len(self.records),
+            min_frames,
+        )
+
+    def read_clip(self, record: VideoRecord, offsets_for: OffsetsFn) -> torch.Tensor:
+        """Decode the frames at ``offsets_for(num_frames)``: uint8 ``(len(offsets), 3, H, W)``.
+
+        ``offsets_for`` maps the video's frame count to 0-based frame offsets. Missing or
+        undecodable data raises :class:`VideoDataError` naming the file.
+        """
+        raise NotImplementedError
+
+    @property
+    def num_resampled(self) -> int:
+        """Unreadable videos replaced so far (all worker processes, all epochs)."""
+        return self._resampled.value
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws ``__getitem__`` makes.
+
+        Logs a warning with the number of videos replaced since the previous call.
+        """
+        total = self.num_resampled
+        if total > self._resampled_reported:
+            logger.warning(
+                "%s: %d unreadable video(s) replaced by others in epoch %d (on_error=resample)",
+                self.list_file,
+                total - self._resampled_reported,
+                self.epoch,
+            )
+        self._resampled_reported = total
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | DeferredClip, int]:
+        index %= len(self.records)  # the generator's seed must be non-negative
+        try:
+            return self._sample(index)
+        except VideoDataError as error:
+            if self.on_error == "raise":
+                raise
+            return self._replacement(index, error)
+
+    def _sample(self, index: int) -> tuple[torch.Tensor | DeferredClip, int]:
+        frames, rng = self.decode(index)
+        return self.finish(frames, rng), self.records[index].label
+
+    def decode(self, index: int) -> tuple[torch.Tensor, np.random.Generator]:
+        """First stage of ``dataset[index]``: the sampled frames and the sample's generator.
+
+        Returns uint8 ``(K*T, C, H, W)`` frames and the generator, its frame draws made.
+        """
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+
+        def offsets_for(num_frames: int) -> np.ndarray:
+            return sample_offsets(self.sampling, num_frames, self.num_segments, rng, self.num_clips)
+
+        return self.read_clip(self.records[index], offsets_for), rng
+
+    def finish(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor | DeferredClip:
+        """Second stage of ``dataset[index]``: transform ``decode``'s frames into the views."""
+        return self.to_views(self.transform(frames, rng))
+
+    def _replacement(self, index: int, error: VideoDataError) -> tuple:
+        rng = np.random.default_rng([self.seed, self.epoch, index, _RESAMPLE_STREAM])
+        for _ in range(MAX_RESAMPLE_ATTEMPTS if len(self.records) > 1 else 0):
+            self._resampled.add()
+            other = int(rng.integers(len(self.records) - 1))
+            other += other >= index  # any video but this one
+            logger.warning(
+                "%s; loading %s instead (on_error=resample)", error, self.records[other].path
+            )
+            try:
+                return self._sample(other)
+            except VideoDataError as next_error:
+                error = next_error
+        raise VideoDataError(f"{error}; no readable replacement video found (on_error=resample)")
+
+    def to_views(self, clip: torch.Tensor | DeferredClip) -> torch.Tensor | DeferredClip:
+        """Transform output ``(K*T, C, H, W)`` or ``(S, K*T, C, H, W)`` as model views.
+
+        Returns ``(C, T, H, W)`` for one view, else ``(K*S, C, T, H, W)``. A DeferredClip's
+        frames are laid out the same way and its ``(4,)``/``(S, 4)`` boxes and ``(2,)``/``(S, 2)``
+        sizes become ``(4,)``/``(K*S, 4)`` and ``(2,)``/``(K*S, 2)``.
+        """
+        if isinstance(clip, DeferredClip):
+            return DeferredClip(
+                self._frame_views(clip.frames),
+                self._per_view(clip.boxes),
+                self._per_view(clip.sizes),
+            )
+        return self._frame_views(clip)
+
+    def _frame_views(self, clip: torch.Tensor) -> torch.Tensor:
+        crops = clip.unsqueeze(0) if clip.dim() == 4 else clip
+        s, _, c, h, w = crops.shape
+        k, t = self.clips_per_sample, self.num_segments
+        views = crops.reshape(s, k, t, c, h, w).transpose(0, 1).reshape(k * s, t, c, h, w)
+        # A transposed view: the DataLoader's collate makes the one contiguous copy.
+        views = views.transpose(1, 2)
+        return views[0] if k * s == 1 else views
+
+    def _per_view(self, per_crop: torch.Tensor) -> torch.Tensor:
+        crops = per_crop.unsqueeze(0) if per_crop.dim() == 1 else per_crop
+        views = crops.repeat(self.clips_per_sample, 1)  # clip-major: view k*S + s is crop s
+        return views[0] if len(views) == 1 else views
+
+
+class FrameFolderDataset(ClipDataset):
+    """Videos as ``root/<record.path>/<filename_tmpl.format(offset + start_index)>`` JPEGs.
+
+    List lines are ``path num_frames label`` (TSM's ``*_videofolder.txt``). Samples, views,
+    randomness, ``on_error`` and ``device_transform``: see :class:`ClipDataset`.
     """
 
     def __init__(
@@ -98,36 +270,31 @@ class FrameFolderDataset(Dataset):
         num_clips: int = 1,
         seed: int = 0,
         min_frames: int = 1,
+        on_error: str = "raise",
+        device_transform: bool = False,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"frame root directory not found: {self.root}")
-        self.clips_per_sample = clips_per_sample(sampling, num_clips)
-        self.transform = transform
-        self.num_segments = num_segments
-        self.sampling = sampling
+        super().__init__(
+            list_file,
+            transform,
+            num_segments=num_segments,
+            sampling=sampling,
+            num_clips=num_clips,
+            seed=seed,
+            min_frames=min_frames,
+            on_error=on_error,
+            device_transform=device_transform,
+        )
+        uncounted = [r.path for r in self.records if r.num_frames is None]
+        if uncounted:
+            raise ValueError(
+                f"{list_file}: frame folders need 'path num_frames label' lines; "
+                f"{len(uncounted)} lines have no frame count (first: {uncounted[0]})"
+            )
         self.filename_tmpl = filename_tmpl
         self.start_index = start_index
-        self.num_clips = num_clips
-        self.seed = seed
-        self.epoch = 0
-        records = read_video_list(list_file)
-        # TSM trains only on videos with at least 3 frames (min_frames=3).
-        self.records = [r for r in records if r.num_frames >= min_frames]
-        logger.info(
-            "%s: %d videos (%d with fewer than %d frames skipped)",
-            list_file,
-            len(self.records),
-            len(records) - len(self.records),
-            min_frames,
-        )
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random draws ``__getitem__`` makes."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def load_frames(self, record: VideoRecord, offsets: np.ndarray) -> torch.Tensor:
         """The frames at 0-based ``offsets`` as uint8 ``(len(offsets), 3, H, W)``."""
@@ -139,28 +306,8 @@ class FrameFolderDataset(Dataset):
                 decoded[offset] = load_frame(folder / name)
         sizes = {tuple(frame.shape) for frame in decoded.values()}
         if len(sizes) > 1:
-            raise ValueError(f"frames of {folder} differ in size: {sorted(sizes)}")
+            raise VideoDataError(f"frames of {folder} differ in size: {sorted(sizes)}")
         return torch.stack([decoded[offset] for offset in offsets.tolist()])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        record = self.records[index]
-        index %= len(self.records)  # the generator's seed must be non-negative
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        offsets = sample_offsets(
-            self.sampling, record.num_frames, self.num_segments, rng, self.num_clips
-        )
-        clip = self.transform(self.load_frames(record, offsets), rng)
-        return self.to_views(clip), record.label
-
-    def to_views(self, clip: torch.Tensor) -> torch.Tensor:
-        """Transform output ``(K*T, C, H, W)`` or ``(S, K*T, C, H, W)`` as model views.
-
-        Returns ``(C, T, H, W)`` for one view, else ``(K*S, C, T, H, W)``.
-        """
-        crops = clip.unsqueeze(0) if clip.dim() == 4 else clip
-        s, _, c, h, w = crops.shape
-        k, t = self.clips_per_sample, self.num_segments
-        views = crops.reshape(s, k, t, c, h, w).transpose(0, 1).reshape(k * s, t, c, h, w)
-        # A transposed view: the DataLoader's collate makes the one contiguous copy.
-        views = views.transpose(1, 2)
-        return views[0] if k * s == 1 else views
+    def read_clip(self, record: VideoRecord, offsets_for: OffsetsFn) -> torch.Tensor:
+        return self.load_frames(record, offsets_for(record.num_frames))

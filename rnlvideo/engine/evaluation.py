@@ -1,19 +1,37 @@
-"""Exact (every video once, whatever the world size) multi-view evaluation."""
+"""Exact multi-view evaluation (every video once, whatever the world size) and test protocols.
+
+A test protocol is ``clips x crops`` views per video: ``clips`` temporal clips (TSN segment
+centres; "twice" = centres then starts; "dense_test" = evenly spaced 64-frame windows) times
+``crops`` spatial crops (1 centre crop, or TSM's 3 "full-res" crops). The model scores every
+view and the scores are averaged per video.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from hydra.utils import get_method
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from rnlvideo.data.device_transforms import to_model_input
+from rnlvideo.data.sampling import clips_per_sample
+from rnlvideo.data.transforms import Compose, three_crop_transform, val_transform
 from rnlvideo.engine.distributed import DistContext, all_gather_objects
 from rnlvideo.engine.loaders import make_eval_loader
 from rnlvideo.engine.metrics import classification_metrics
+
+logger = logging.getLogger(__name__)
+
+TEST_SAMPLINGS = ("tsn_val", "twice", "dense_test")
+CROP_COUNTS = (1, 3)
 
 
 @dataclass
@@ -28,6 +46,120 @@ class Predictions:
     labels: torch.Tensor
 
 
+# ------------------------------------------------------------------------------- protocols
+def resolve_sampling(sampling: str, clips: int, val_sampling: str = "tsn_val") -> str:
+    """The frame-sampling mode that yields ``clips`` clips per video.
+
+    ``"auto"`` follows the data's validation sampling ``val_sampling``: dense data (Kinetics,
+    ``dense_*``) keeps ``dense_test``; TSN-style data (Something-Something) gets ``tsn_val``
+    for 1 clip, ``twice`` for 2 and ``dense_test`` for more. An explicit mode must give
+    exactly ``clips`` clips.
+    """
+    if sampling == "auto":
+        tsn_modes = {1: "tsn_val", 2: "twice"}
+        dense = val_sampling.startswith("dense")
+        sampling = "dense_test" if dense else tsn_modes.get(clips, "dense_test")
+    if sampling not in TEST_SAMPLINGS:
+        raise ValueError(
+            f"protocol.sampling={sampling!r}: expected 'auto' or one of {TEST_SAMPLINGS}"
+        )
+    if clips_per_sample(sampling, clips) != clips:
+        raise ValueError(
+            f"protocol.sampling={sampling!r} does not give protocol.clips={clips} clips"
+        )
+    return sampling
+
+
+def protocol_crop_size(crops: int, input_size: int, scale_size: int, crop_size: int | None) -> int:
+    """Side of the square test crops.
+
+    ``crop_size`` if set, else ``input_size`` for one centre crop and ``scale_size`` for the
+    three "full-res" crops.
+    """
+    if crops not in CROP_COUNTS:
+        raise ValueError(f"protocol.crops={crops!r}: expected one of {CROP_COUNTS}")
+    if crop_size is not None:
+        return int(crop_size)
+    return input_size if crops == 1 else scale_size
+
+
+def protocol_transform(
+    crops: int, input_size: int, scale_size: int, crop_size: int | None = None
+) -> Compose:
+    """Shorter side to ``scale_size``, then 1 centre crop or 3 full-res crops, normalised.
+
+    ``(T, C, H, W)`` uint8 -> ``(T, C, S, S)`` (1 crop) or ``(3, T, C, S, S)`` (3 crops) float32,
+    ``S = protocol_crop_size(...)``.
+    """
+    size = protocol_crop_size(crops, input_size, scale_size, crop_size)
+    if crops == 1:
+        return val_transform(input_size=size, scale_size=scale_size)
+    return three_crop_transform(input_size=size, scale_size=scale_size)
+
+
+def protocol_dataset(
+    base: Mapping[str, Any],
+    root: str,
+    list_file: str,
+    input_size: int,
+    scale_size: int,
+    clips: int = 1,
+    crops: int = 1,
+    sampling: str = "auto",
+    crop_size: int | None = None,
+) -> Dataset:
+    """The test split under a ``clips x crops`` protocol (``configs/protocol/``).
+
+    ``base`` is a dataset config node (``data.val``: ``_target_`` and keyword arguments); the
+    dataset is built from it with ``root`` and ``list_file``, the protocol's sampling and
+    ``num_clips``, and :func:`protocol_transform` instead of its own transform, so every dataset
+    class (frame folders, video files) and option (``on_error``, ...) of the data config works.
+    ``dataset[i]`` is ``(C, T, S, S)`` for one view, else ``(clips * crops, C, T, S, S)``.
+    """
+    kwargs = dict(OmegaConf.to_container(base, resolve=True) if OmegaConf.is_config(base) else base)
+    make_dataset = get_method(kwargs.pop("_target_"))
+    kwargs.update(
+        root=root,
+        list_file=list_file,
+        sampling=resolve_sampling(sampling, clips, kwargs.get("sampling", "tsn_val")),
+        num_clips=clips,
+        transform=protocol_transform(crops, input_size, scale_size, crop_size),
+    )
+    return make_dataset(**kwargs)
+
+
+def describe_protocol(
+    clips: int,
+    crops: int,
+    input_size: int,
+    scale_size: int,
+    sampling: str = "auto",
+    crop_size: int | None = None,
+    val_sampling: str = "tsn_val",
+) -> dict[str, int | str]:
+    """The protocol as recorded in evaluation outputs (arguments: ``configs/protocol/``).
+
+    ``name`` is ``"<clips>x<crops>"``, suffixed with the sampling mode when it is not the
+    automatic choice and with the crop size when it is set explicitly.
+    """
+    resolved = resolve_sampling(sampling, clips, val_sampling)
+    name = f"{clips}x{crops}"
+    if resolved != resolve_sampling("auto", clips, val_sampling):
+        name += f"_{resolved}"
+    if crop_size is not None:
+        name += f"_{crop_size}px"
+    return {
+        "name": name,
+        "clips": clips,
+        "crops": crops,
+        "views": clips * crops,
+        "sampling": resolved,
+        "scale_size": scale_size,
+        "crop_size": protocol_crop_size(crops, input_size, scale_size, crop_size),
+    }
+
+
+# ------------------------------------------------------------------------------ inference
 def autocast_context(device: torch.device, amp: str | None):
     """``torch.autocast`` for ``amp`` in {None, 'bf16', 'fp16'}."""
     if amp is None:
@@ -38,15 +170,21 @@ def autocast_context(device: torch.device, amp: str | None):
     return torch.autocast(device_type=device.type, dtype=dtypes[amp])
 
 
-def view_scores(model: nn.Module, clips: torch.Tensor, softmax: bool) -> torch.Tensor:
+def view_scores(
+    model: nn.Module, clips: torch.Tensor, softmax: bool, max_clips: int | None = None
+) -> torch.Tensor:
     """Scores of a batch, averaged over views.
 
-    ``clips`` is (B, C, T, H, W) for one view or (B, V, C, T, H, W) for V views; returns (B, K).
+    ``clips`` is (B, C, T, H, W) for one view or (B, V, C, T, H, W) for V views; returns (B, K)
+    float32. The B * V views run through the model together, in chunks of at most
+    ``max_clips`` clips when it is set (bounds activation memory, same result).
     """
     if clips.dim() == 5:
         clips = clips.unsqueeze(1)
     batch, views = clips.shape[:2]
-    logits = model(clips.flatten(0, 1)).float()
+    flat = clips.flatten(0, 1)
+    chunks = flat.split(max_clips) if max_clips else (flat,)
+    logits = torch.cat([model(chunk).float() for chunk in chunks])
     if softmax:
         logits = logits.softmax(dim=1)
     return logits.view(batch, views, -1).mean(dim=1)
@@ -61,19 +199,23 @@ def predict(
     amp: str | None = None,
     softmax: bool = False,
     show_progress: bool = False,
+    max_clips: int | None = None,
+    device_transform: nn.Module | None = None,
 ) -> Predictions:
     """Scores of every video of ``loader``'s dataset, gathered from all ranks.
 
     ``indices`` are the dataset indices this rank's ``loader`` yields, in order (its sampler's
     list). Each rank scores its own shard; the shards are gathered and sorted by index, so the
-    result is identical to a single-process run.
+    result is identical to a single-process run. ``device_transform`` finishes deferred clips
+    on the device (the dataset's attribute with ``data.device_transform=true``).
     """
     model.eval()
     scores, labels = [], []
-    for clips, batch_labels in tqdm(loader, desc="eval", disable=not show_progress, leave=False):
+    for batch in tqdm(loader, desc="eval", disable=not show_progress, leave=False):
+        clips, batch_labels = to_model_input(batch, device, device_transform)
         with autocast_context(device, amp):
-            scores.append(view_scores(model, clips.to(device, non_blocking=True), softmax).cpu())
-        labels.append(batch_labels)
+            scores.append(view_scores(model, clips, softmax, max_clips).cpu())
+        labels.append(batch_labels.cpu())
     local = (
         torch.tensor(indices, dtype=torch.long),
         torch.cat(scores) if scores else torch.empty(0),
@@ -89,6 +231,38 @@ def predict(
     )
 
 
+def predict_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    ctx: DistContext,
+    batch_size: int,
+    num_workers: int,
+    amp: str | None = None,
+    softmax: bool = False,
+    max_clips: int | None = None,
+) -> Predictions:
+    """Scores of every video of ``dataset`` exactly once, sharded over the ranks of ``ctx``.
+
+    ``batch_size`` counts videos: a forward pass sees ``batch_size * views`` clips (or chunks of
+    ``max_clips``). Every rank returns the full, index-ordered result.
+    """
+    loader, indices = make_eval_loader(dataset, ctx.rank, ctx.world_size, batch_size, num_workers)
+    preds = predict(
+        model,
+        loader,
+        indices,
+        ctx.device,
+        amp=amp,
+        softmax=softmax,
+        show_progress=ctx.is_main,
+        max_clips=max_clips,
+        device_transform=getattr(dataset, "device_transform", None),
+    )
+    if not torch.equal(preds.indices, torch.arange(len(dataset))):
+        raise RuntimeError("evaluation did not score every video exactly once")
+    return preds
+
+
 def evaluate_dataset(
     model: nn.Module,
     dataset: Dataset,
@@ -99,8 +273,22 @@ def evaluate_dataset(
     softmax: bool = False,
 ) -> dict[str, float]:
     """top-1 / top-5 / mean class accuracy of ``model`` over every video of ``dataset``."""
-    loader, indices = make_eval_loader(dataset, ctx.rank, ctx.world_size, batch_size, num_workers)
-    preds = predict(
-        model, loader, indices, ctx.device, amp=amp, softmax=softmax, show_progress=ctx.is_main
-    )
+    preds = predict_dataset(model, dataset, ctx, batch_size, num_workers, amp, softmax)
     return classification_metrics(preds.scores, preds.labels)
+
+
+def average_predictions(members: Sequence[Predictions]) -> Predictions:
+    """Ensemble: the per-video mean of several models' scores on the same video list."""
+    first = members[0]
+    for other in members[1:]:
+        if not (
+            torch.equal(other.indices, first.indices) and torch.equal(other.labels, first.labels)
+        ):
+            raise ValueError("ensemble members were evaluated on different videos or labels")
+        if other.scores.shape != first.scores.shape:
+            raise ValueError(
+                f"ensemble members disagree on the number of classes: "
+                f"{tuple(first.scores.shape)} vs {tuple(other.scores.shape)}"
+            )
+    scores = torch.stack([m.scores for m in members]).mean(dim=0)
+    return Predictions(indices=first.indices, scores=scores, labels=first.labels)

@@ -94,11 +94,15 @@ class RegionAggregation(nn.Module):
       ``groups = max(C // 32, 1)`` whose block-diagonal weight ``(C, C // groups, kt, kh, kw)``
       is built on the fly from ``weight`` (output channel ``i`` reads only input channel ``i``).
       Slower in FLOPs, but can be the faster kernel on some devices.
+    - ``"auto"``: depthwise, run in the channels-last-3d layout on CPU (oneDNN's fast depthwise
+      path: about 4x faster forward+backward than ``"depthwise"`` and faster than ``"grouped"`` at
+      3x7x7, see docs/benchmarks.md) and in the default layout on other devices (not measured
+      there yet: ``tools/benchmark.py rnl --device cuda`` compares the forms).
 
     Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
     """
 
-    forms = ("depthwise", "grouped")
+    forms = ("depthwise", "grouped", "auto")
 
     def __init__(
         self, channels: int, kernel_size: Sequence[int] = (3, 7, 7), form: str = "depthwise"
@@ -145,9 +149,13 @@ class RegionAggregation(nn.Module):
         return self.weight * mask.repeat(self.groups, 1)[:, :, None, None, None]
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.form == "depthwise":
-            return F.conv3d(x, self.weight, padding=self.padding, groups=self.channels)
-        return F.conv3d(x, self.grouped_weight(), padding=self.padding, groups=self.groups)
+        if self.form == "grouped":
+            return F.conv3d(x, self.grouped_weight(), padding=self.padding, groups=self.groups)
+        weight = self.weight
+        if self.form == "auto" and x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+            weight = weight.contiguous(memory_format=torch.channels_last_3d)
+        return F.conv3d(x, weight, padding=self.padding, groups=self.channels)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}, form={self.form!r}"
@@ -160,6 +168,8 @@ class RNLBlock(nn.Module):
     ``f = softmax over keys of P^T P`` (unscaled); ``y = f theta_x``; ``z = W(y) + x``.
     Queries and keys are the region-aggregated ``P``, values the plain ``theta_x``.
     ``sub_sample`` max-pools keys and values by ``(1, 2, 2)``.
+    ``aggregation`` picks how the region sum runs (:class:`RegionAggregation` ``form``:
+    ``"depthwise"``, ``"grouped"`` or ``"auto"``); the weights and the result are the same.
 
     Submodules (state-dict keys): ``theta`` Conv3d(C, C', 1) (``theta.weight|bias``);
     ``aggregation`` :class:`RegionAggregation` (``aggregation.weight`` ``(C', 1, kt, kh, kw)``);
