@@ -213,7 +213,7 @@ class ClipDataset(Dataset):
             other = int(rng.integers(len(self.records) - 1))
             other += other >= index  # any video but this one
             logger.warning(
-                "%s; loading %s instead (on_error=resample)", error, self.records[other].path
+                "%s; replaced by video %s (on_error=resample)", error, self.records[other].path
             )
             try:
                 return self._sample(other)

@@ -20,6 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rnlvideo.config import build_dataset, build_model, load_model_weights
+from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.engine import checkpoint as ckpt
 from rnlvideo.engine.distributed import (
     DistContext,
@@ -276,8 +277,9 @@ class Trainer:
         tic = time.perf_counter()
         for i, (clips, labels) in enumerate(loader, start=first):
             data_time = time.perf_counter() - tic
-            clips = clips.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
+            clips, labels = to_model_input(
+                (clips, labels), self.device, self.train_set.device_transform
+            )
             is_update = (i + 1) % self.accumulate == 0 or i + 1 == total_batches
             sync = (
                 model.no_sync()

@@ -1,0 +1,299 @@
+"""Check a split's list file against the data on disk (``tools/check_dataset.py``).
+
+Problem kinds (``PROBLEM_KINDS``): a malformed list line, a missing frame folder or video, a
+frame count that differs from the disk, expected frame files that are absent, unreadable
+frames or videos and frames of one video that differ in size (``decode=True``), labels out of
+range, videos listed twice, and a category file that disagrees with ``data.num_classes``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from rnlvideo.data.frames import FrameFolderDataset, VideoDataError, load_frame
+from rnlvideo.data.lists import VideoRecord, iter_list_lines, parse_list_line, read_categories
+from rnlvideo.data.video import VideoFileDataset, read_video_frames
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_KINDS = {
+    "list": "list file missing or line malformed",
+    "missing": "frame folder or video file not found",
+    "frame_count": "frame count in the list differs from the disk",
+    "missing_frame": "frame files absent from a folder",
+    "unreadable": "frame or video cannot be decoded",
+    "frame_size": "frames of one video differ in size",
+    "label": "label out of range",
+    "duplicate": "video listed more than once",
+    "categories": "category file missing or disagrees with data.num_classes",
+}
+# Frames named per problem in a message.
+_NAMED = 3
+_PROGRESS_EVERY = 5000
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: its kind (a key of ``PROBLEM_KINDS``), where (a path or file:line), what."""
+
+    kind: str
+    where: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    """What a dataset config node says about the data on disk."""
+
+    kind: str  # "frames" | "video"
+    root: Path
+    list_file: Path
+    filename_tmpl: str = "{:05d}.jpg"
+    start_index: int = 1
+
+
+@dataclass
+class SplitReport:
+    """The result of checking one split."""
+
+    split: str
+    settings: ListSettings
+    num_videos: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> Counter:
+        return Counter(problem.kind for problem in self.problems)
+
+
+def list_settings(node: DictConfig) -> ListSettings:
+    """The settings of a ``data.<split>`` node, with the dataset class's defaults filled in."""
+    cls = get_class(node._target_)
+    if issubclass(cls, VideoFileDataset):
+        kind = "video"
+    elif issubclass(cls, FrameFolderDataset):
+        kind = "frames"
+    else:
+        raise ValueError(f"cannot check a {cls.__name__}: expected a frame or video dataset")
+    values = {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    values.update(OmegaConf.to_container(node, resolve=True))
+    return ListSettings(
+        kind=kind,
+        root=Path(values["root"]),
+        list_file=Path(values["list_file"]),
+        filename_tmpl=values.get("filename_tmpl", "{:05d}.jpg"),
+        start_index=values.get("start_index", 1),
+    )
+
+
+def _decode_frames(folder: Path, names: list[str]) -> list[Problem]:
+    unreadable, shapes = [], set()
+    for name in names:
+        try:
+            shapes.add(tuple(load_frame(folder / name).shape))
+        except VideoDataError as error:
+            unreadable.append((name, error))
+    problems = []
+    if unreadable:
+        name, error = unreadable[0]
+        problems.append(
+            Problem(
+                "unreadable",
+                str(folder / name),
+                f"{len(unreadable)} of {len(names)} frames unreadable; first: {error}",
+            )
+        )
+    if len(shapes) > 1:
+        problems.append(Problem("frame_size", str(folder), f"frame shapes {sorted(shapes)}"))
+    return problems
+
+
+def check_frame_folder(settings: ListSettings, record: VideoRecord, decode: bool) -> list[Problem]:
+    """Problems of one frame folder: missing, frame count, absent or unreadable frames."""
+    folder = settings.root / record.path
+    try:
+        present = set(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return [Problem("missing", str(folder), "frame folder not found")]
+    problems = []
+    if len(present) != record.num_frames:
+        problems.append(
+            Problem(
+                "frame_count",
+                str(folder),
+                f"list says {record.num_frames} frames, folder has {len(present)} files",
+            )
+        )
+    expected = [
+        settings.filename_tmpl.format(i + settings.start_index) for i in range(record.num_frames)
+    ]
+    absent = [name for name in expected if name not in present]
+    if absent:
+        problems.append(
+            Problem(
+                "missing_frame",
+                str(folder),
+                f"{len(absent)} of {len(expected)} frame files absent: "
+                + ", ".join(absent[:_NAMED])
+                + (", ..." if len(absent) > _NAMED else ""),
+            )
+        )
+    if decode:
+        problems += _decode_frames(folder, [name for name in expected if name in present])
+    return problems
+
+
+def check_video_file(settings: ListSettings, record: VideoRecord, decode: bool) -> list[Problem]:
+    """Problems of one video file: missing or empty; with ``decode``, probe it.
+
+    The probe opens the container, compares its frame count with the list's and decodes the
+    first and last frames.
+    """
+    path = settings.root / record.path
+    if not path.is_file():
+        return [Problem("missing", str(path), "video file not found")]
+    if path.stat().st_size == 0:
+        return [Problem("unreadable", str(path), "empty file")]
+    if not decode:
+        return []
+    counted = []
+
+    def first_and_last(num_frames: int):
+        counted.append(num_frames)
+        return [0, num_frames - 1]
+
+    try:
+        read_video_frames(path, first_and_last)
+    except VideoDataError as error:
+        return [Problem("unreadable", str(path), str(error))]
+    if record.num_frames is not None and counted[0] != record.num_frames:
+        return [
+            Problem(
+                "frame_count",
+                str(path),
+                f"list says {record.num_frames} frames, container has {counted[0]}",
+            )
+        ]
+    return []
+
+
+def _parse_records(
+    settings: ListSettings, num_classes: int, report: SplitReport
+) -> list[VideoRecord]:
+    """The list's well-formed records; list, label and duplicate problems go to ``report``."""
+    records: list[VideoRecord] = []
+    first_seen: dict[str, str] = {}
+    for number, line in iter_list_lines(settings.list_file):
+        where = f"{settings.list_file}:{number}"
+        try:
+            record = parse_list_line(line, where)
+        except ValueError as error:
+            report.problems.append(Problem("list", where, str(error).removeprefix(f"{where}: ")))
+            continue
+        if settings.kind == "frames" and record.num_frames is None:
+            report.problems.append(Problem("list", where, "frame folders need a frame count"))
+            continue
+        if record.label >= num_classes:
+            report.problems.append(
+                Problem("label", where, f"label {record.label} >= num_classes {num_classes}")
+            )
+        if record.path in first_seen:
+            report.problems.append(
+                Problem(
+                    "duplicate", where, f"{record.path} already listed at {first_seen[record.path]}"
+                )
+            )
+            continue
+        first_seen[record.path] = where
+        records.append(record)
+    return records
+
+
+def check_categories(category_file: str | Path | None, num_classes: int) -> list[Problem]:
+    """The category file must exist and name ``num_classes`` classes (if one is configured)."""
+    if category_file is None:
+        return []
+    try:
+        names = read_categories(category_file)
+    except FileNotFoundError:
+        return [Problem("categories", str(category_file), "category file not found")]
+    if len(names) != num_classes:
+        return [
+            Problem(
+                "categories",
+                str(category_file),
+                f"{len(names)} classes, data.num_classes is {num_classes}",
+            )
+        ]
+    return []
+
+
+def check_list(
+    split: str,
+    settings: ListSettings,
+    num_classes: int,
+    decode: bool = False,
+    workers: int = 1,
+) -> SplitReport:
+    """Check every line of ``settings.list_file`` against ``settings.root``."""
+    report = SplitReport(split, settings)
+    if not settings.list_file.is_file():
+        report.problems.append(Problem("list", str(settings.list_file), "list file not found"))
+        return report
+    records = _parse_records(settings, num_classes, report)
+    report.num_videos = len(records)
+    if not settings.root.is_dir():
+        report.problems.append(Problem("missing", str(settings.root), "data root not found"))
+        return report
+    check = check_video_file if settings.kind == "video" else check_frame_folder
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+        results = pool.map(lambda record: check(settings, record, decode), records)
+        for done, problems in enumerate(results, start=1):
+            report.problems += problems
+            if done % _PROGRESS_EVERY == 0:
+                logger.info("%s: %d / %d videos checked", split, done, len(records))
+    return report
+
+
+def check_split(cfg: DictConfig, split: str, decode: bool = False, workers: int = 1) -> SplitReport:
+    """Check ``cfg.data.<split>``'s list against the disk, as training would load it."""
+    settings = list_settings(cfg.data[split])
+    return check_list(split, settings, cfg.data.num_classes, decode, workers)
+
+
+def check_config_categories(cfg: DictConfig) -> list[Problem]:
+    """Problems of ``cfg.data.category_file`` (if configured) against ``data.num_classes``."""
+    return check_categories(cfg.data.get("category_file"), cfg.data.num_classes)
+
+
+def format_report(report: SplitReport, max_problems: int) -> str:
+    """A summary of ``report`` and its first ``max_problems`` problems."""
+    settings = report.settings
+    lines = [
+        f"{report.split}: {report.num_videos} videos in {settings.list_file} "
+        f"({settings.kind} under {settings.root}): "
+        + ("OK" if report.ok else f"{len(report.problems)} problem(s)")
+    ]
+    for kind, count in sorted(report.counts().items()):
+        lines.append(f"  {kind:<14}{count:>8}  {PROBLEM_KINDS[kind]}")
+    shown = report.problems[:max_problems]
+    if shown:
+        lines.append(f"  first {len(shown)}:")
+        lines += [f"    [{p.kind}] {p.where}: {p.detail}" for p in shown]
+    return "\n".join(lines)
