@@ -42,6 +42,8 @@ RNL_CASES = [
     (16, (3, 7, 7), False, "grouped", (2, 5, 5)),  # C' = 8: groups = 1
     (128, (3, 1, 5), True, "grouped", (2, 4, 5)),  # C' = 64: groups = 2
     (128, (5, 3, 3), False, "depthwise", (3, 4, 3)),
+    (16, (3, 7, 7), False, "auto", (3, 5, 6)),
+    (128, (3, 3, 3), True, "auto", (2, 4, 5)),
 ]
 
 

@@ -95,9 +95,10 @@ class RegionAggregation(nn.Module):
       is built on the fly from ``weight`` (output channel ``i`` reads only input channel ``i``).
       Slower in FLOPs, but can be the faster kernel on some devices.
     - ``"auto"``: depthwise, run in the channels-last-3d layout on CPU (oneDNN's fast depthwise
-      path: about 4x faster forward+backward than ``"depthwise"`` and faster than ``"grouped"`` at
-      3x7x7, see docs/benchmarks.md) and in the default layout on other devices (not measured
-      there yet: ``tools/benchmark.py rnl --device cuda`` compares the forms).
+      path; at 3x7x7 on the res3 shape its forward+backward is 3-5x faster than
+      ``"depthwise"`` and faster than ``"grouped"``, see docs/benchmarks.md) and as
+      ``"depthwise"`` on other devices (not measured there yet: ``tools/benchmark.py rnl
+      --device cuda`` compares the forms).
 
     Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
     """
@@ -184,7 +185,7 @@ class RNLBlock(nn.Module):
         kernel_size: Sequence[int] = (3, 7, 7),
         ratio: int = 2,
         sub_sample: bool = False,
-        aggregation: str = "depthwise",
+        aggregation: str = "auto",
     ) -> None:
         super().__init__()
         inter_channels = _inter_channels(in_channels, ratio)

@@ -1,0 +1,1 @@
+"""Inspecting trained models: attention maps of RNL / NL blocks, single-video classification."""

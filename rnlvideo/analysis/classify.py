@@ -1,0 +1,48 @@
+"""Classify one video with a trained model: the top-k classes with their probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rnlvideo.analysis.checkpoints import TrainedModel
+from rnlvideo.analysis.single_video import config_views
+from rnlvideo.engine.distributed import resolve_device
+from rnlvideo.engine.evaluation import view_scores
+from rnlvideo.engine.reports import class_names_for
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """A class of the model (index, name from ``category.txt``) and its probability."""
+
+    index: int
+    name: str
+    probability: float
+
+
+@torch.no_grad()
+def classify_video(
+    trained: TrainedModel, path: str | Path, topk: int = 5
+) -> tuple[list[ClassScore], int]:
+    """The ``topk`` most probable classes of the video at ``path`` and the number of views.
+
+    The video is sampled and cropped by the config's test protocol (``protocol=1x1`` by
+    default: one clip, centre crop). Probabilities are the softmax of the view-averaged logits,
+    or the averaged softmax with ``eval.softmax=true``.
+    """
+    cfg, model = trained.cfg, trained.model
+    device = resolve_device(cfg.train.device)
+    views = config_views(path, cfg)  # (V, C, T, H, W)
+    model.eval().to(device)
+    scores = view_scores(model, views.unsqueeze(0).to(device), cfg.eval.softmax)[0].cpu()
+    probabilities = scores if cfg.eval.softmax else scores.softmax(dim=0)
+    names = class_names_for(cfg.data.val.list_file, scores.numel(), cfg.data.get("category_file"))
+    top = probabilities.topk(min(topk, scores.numel()))
+    ranked = [
+        ClassScore(index, names[index], probability)
+        for index, probability in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+    ]
+    return ranked, views.shape[0]

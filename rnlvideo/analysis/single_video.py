@@ -1,0 +1,99 @@
+"""One video, from a folder of frames or a video file, as the model's test views.
+
+A frame folder holds JPEG files (``.jpg``, ``.jpeg``) taken in sorted name order, as
+the datasets store them (``00001.jpg``, ...). A video file is decoded with decord (install the
+``video`` extra). The frames are sampled and transformed as the evaluation protocols do
+(:func:`rnlvideo.engine.evaluation.protocol_transform`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from rnlvideo.data.frames import load_frame
+from rnlvideo.data.sampling import sample_offsets
+from rnlvideo.data.video import read_video_frames
+from rnlvideo.engine.evaluation import protocol_transform, resolve_sampling
+
+FRAME_SUFFIXES = (".jpg", ".jpeg")
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The JPEG files of a frame folder in sorted name order."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+
+
+def read_clip(path: str | Path, offsets_for: Callable[[int], np.ndarray]) -> torch.Tensor:
+    """The frames at ``offsets_for(number of frames)`` of a frame folder or video file.
+
+    Returns uint8 ``(len(offsets), 3, H, W)``. Video files are decoded with decord.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"video not found: {path}")
+    if not path.is_dir():
+        return read_video_frames(path, offsets_for)
+    files = frame_files(path)
+    if not files:
+        raise FileNotFoundError(f"no {'/'.join(FRAME_SUFFIXES)} frames in {path}")
+    offsets = offsets_for(len(files)).tolist()
+    decoded = {i: load_frame(files[i]) for i in set(offsets)}
+    return torch.stack([decoded[i] for i in offsets])
+
+
+def as_views(clip: torch.Tensor, clips: int, num_segments: int) -> torch.Tensor:
+    """Transform output ``(K*T, C, H, W)`` or ``(S, K*T, C, H, W)`` -> ``(K*S, C, T, H, W)``.
+
+    ``K = clips`` temporal clips of ``T = num_segments`` frames, ``S`` crops; views are ordered
+    clip-major (clip 0 crop 0, clip 0 crop 1, ...), as the datasets order them.
+    """
+    crops = clip.unsqueeze(0) if clip.dim() == 4 else clip
+    s, _, c, h, w = crops.shape
+    views = crops.reshape(s, clips, num_segments, c, h, w).transpose(0, 1)
+    return views.reshape(clips * s, num_segments, c, h, w).transpose(1, 2).contiguous()
+
+
+def video_views(
+    path: str | Path,
+    num_segments: int,
+    input_size: int,
+    scale_size: int,
+    clips: int = 1,
+    crops: int = 1,
+    sampling: str = "auto",
+    crop_size: int | None = None,
+    val_sampling: str = "tsn_val",
+) -> torch.Tensor:
+    """The ``clips x crops`` test views of one video: ``(clips * crops, C, T, S, S)`` float32.
+
+    Arguments as :func:`rnlvideo.engine.evaluation.protocol_dataset`'s.
+    """
+    mode = resolve_sampling(sampling, clips, val_sampling)
+    frames = read_clip(path, lambda n: sample_offsets(mode, n, num_segments, None, clips))
+    transform = protocol_transform(crops, input_size, scale_size, crop_size)
+    clip = transform(frames, np.random.default_rng(0))  # test transforms draw nothing
+    return as_views(clip, clips, num_segments)
+
+
+def config_views(path: str | Path, cfg: DictConfig, single_view: bool = False) -> torch.Tensor:
+    """:func:`video_views` with the data config and test protocol of ``cfg``.
+
+    ``single_view`` forces one clip and one centre crop (the validation view).
+    """
+    protocol = cfg.protocol
+    return video_views(
+        path,
+        num_segments=cfg.data.num_segments,
+        input_size=cfg.data.input_size,
+        scale_size=cfg.data.scale_size,
+        clips=1 if single_view else protocol.clips,
+        crops=1 if single_view else protocol.crops,
+        sampling="auto" if single_view else protocol.sampling,
+        crop_size=None if single_view else protocol.crop_size,
+        val_sampling=cfg.data.val.sampling,
+    )

@@ -1,0 +1,216 @@
+"""Test protocols, evaluation outputs, exact distributed evaluation, ensembles (tools/test.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from rnlvideo.config import build_dataset, build_model, compose_config
+from rnlvideo.data import read_categories
+from rnlvideo.engine.evaluation import describe_protocol, view_scores
+from rnlvideo.engine.reports import CONFUSION_DPI, CONFUSION_FIGURE_INCHES
+from tests.conftest import tiny_run_overrides
+from tools import test as test_tool
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_VAL_VIDEOS = 12  # tiny_dataset: 12 classes x 1 validation video
+
+
+def save_checkpoint(path: Path, overrides: list[str], seed: int = 0) -> Path:
+    """An untrained model saved like the trainer saves one: weights, overrides, progress.
+
+    The classifier gets a large random init so that predictions differ between videos.
+    """
+    torch.manual_seed(seed)
+    model = build_model(compose_config(overrides))
+    nn.init.normal_(model.head.fc.weight, std=0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"model": model.state_dict(), "overrides": overrides, "progress": {"epoch": 1}}, path
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("eval_run")
+    return save_checkpoint(run_dir / "last.pt", tiny_run_overrides(tiny_dataset, run_dir))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "views", "size", "sampling"),
+    [
+        (["protocol=1x1"], 1, 32, "tsn_val"),
+        (["protocol=2x3"], 6, 37, "twice"),
+        (["protocol=10x3"], 30, 37, "dense_test"),
+        (["protocol=1x1", "protocol.crops=3"], 3, 37, "tsn_val"),
+        (["protocol=2x3", "protocol.clips=4", "protocol.crops=1"], 4, 32, "dense_test"),
+    ],
+)
+def test_protocols_give_their_views(tiny_dataset, tmp_path, overrides, views, size, sampling):
+    cfg = compose_config(tiny_run_overrides(tiny_dataset, tmp_path, *overrides))
+    clip, label = build_dataset(cfg, "test")[0]
+    expected = (3, 4, size, size) if views == 1 else (views, 3, 4, size, size)
+    assert tuple(clip.shape) == expected
+    protocol = describe_protocol(
+        cfg.protocol.clips, cfg.protocol.crops, 32, 37, cfg.protocol.sampling
+    )
+    assert protocol["views"] == views and protocol["sampling"] == sampling
+    assert cfg.data.test_views == f"{cfg.protocol.clips}x{cfg.protocol.crops}"
+
+
+@pytest.mark.parametrize(
+    "overrides", [["protocol.crops=2"], ["protocol.sampling=twice"], ["protocol.clips=0"]]
+)
+def test_invalid_protocols_are_rejected(tiny_dataset, tmp_path, overrides):
+    cfg = compose_config(tiny_run_overrides(tiny_dataset, tmp_path, *overrides))
+    with pytest.raises(Exception, match="crops|clips|num_clips"):
+        build_dataset(cfg, "test")
+
+
+def test_view_scores_average_views_in_chunks() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, 5))
+    clips = torch.randn(3, 6, 3, 2, 4, 4)  # (B, V, C, T, H, W)
+    per_view = model(clips.flatten(0, 1)).view(3, 6, 5)
+    torch.testing.assert_close(view_scores(model, clips, softmax=False), per_view.mean(1))
+    torch.testing.assert_close(
+        view_scores(model, clips, softmax=False, max_clips=4), per_view.mean(1)
+    )
+    torch.testing.assert_close(
+        view_scores(model, clips, softmax=True, max_clips=5), per_view.softmax(-1).mean(1)
+    )
+
+
+def test_test_tool_writes_every_output(checkpoint: Path, tiny_dataset: Path) -> None:
+    metrics = test_tool.main([f"ckpt={checkpoint}", "protocol=2x3"])
+    out = checkpoint.parent / "eval_last_2x3"
+    written = json.loads((out / "metrics.json").read_text())
+    assert written == json.loads(json.dumps(metrics))
+    assert written["num_videos"] == NUM_VAL_VIDEOS and written["views"] == "2x3"
+    assert written["protocol"] == {
+        "name": "2x3",
+        "clips": 2,
+        "crops": 3,
+        "views": 6,
+        "sampling": "twice",
+        "scale_size": 37,
+        "crop_size": 37,
+    }
+    assert written["checkpoints"] == [str(checkpoint)]
+    assert 0 <= written["top1"] <= written["top5"] <= 100
+
+    names = read_categories(tiny_dataset / "category.txt")
+    per_class = read_csv(out / "per_class_accuracy.csv")
+    assert [row["class_name"] for row in per_class] == names
+    assert sum(int(row["num_videos"]) for row in per_class) == NUM_VAL_VIDEOS
+
+    with (out / "confusion_matrix.csv").open() as f:
+        rows = list(csv.reader(f))
+    counts = torch.tensor([[int(v) for v in row[1:]] for row in rows[1:]])
+    assert counts.shape == (12, 12) and int(counts.sum()) == NUM_VAL_VIDEOS
+    assert counts.sum(1).tolist() == [int(row["num_videos"]) for row in per_class]
+    assert int(counts.trace()) == round(written["top1"] * NUM_VAL_VIDEOS / 100)
+
+    side = CONFUSION_FIGURE_INCHES * CONFUSION_DPI
+    assert matplotlib.image.imread(out / "confusion_matrix.png").shape[:2] == (side, side)
+
+    predictions = read_csv(out / "predictions.csv")
+    scores = torch.load(out / "scores.pt")
+    assert len(predictions) == NUM_VAL_VIDEOS and scores["scores"].shape == (12, 12)
+    for row, video_scores in zip(predictions, scores["scores"], strict=True):
+        top5 = [int(row[f"pred_{i}"]) for i in range(1, 6)]
+        assert top5 == video_scores.topk(5).indices.tolist()
+        assert row["label_name"] == names[int(row["label"])]
+    listed = [line.split()[0] for line in (tiny_dataset / "val.txt").read_text().splitlines()]
+    assert [row["video"] for row in predictions] == listed
+
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert {"test_2x3/top1", "test_2x3/top5", "test_2x3/mean_class_acc"} <= set(
+        events.Tags()["scalars"]
+    )
+    assert events.Scalars("test_2x3/top1")[0].value == pytest.approx(written["top1"])
+
+
+def test_test_tool_without_arguments_uses_the_stored_config(checkpoint: Path) -> None:
+    metrics = test_tool.main([f"ckpt={checkpoint}"])
+    assert metrics["views"] == "1x1" and metrics["protocol"]["sampling"] == "tsn_val"
+    assert (checkpoint.parent / "eval_last_1x1" / "metrics.json").is_file()
+
+
+def test_two_processes_score_every_video_once_like_one(checkpoint, tiny_dataset, tmp_path):
+    odd_list = tmp_path / "val_odd.txt"  # 11 videos: the ranks get 6 and 5
+    odd_list.write_text("".join((tiny_dataset / "val.txt").read_text().splitlines(True)[:11]))
+    common = [f"ckpt={checkpoint}", "protocol=2x3", f"data.val.list_file={odd_list}"]
+    single = test_tool.main([*common, "eval.batch_size=3", f"out={tmp_path / 'one'}"])
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29531",
+            "tools/test.py",
+            *common,
+            "eval.batch_size=2",
+            f"out={tmp_path / 'two'}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "rank 0 of 2" in ddp.stderr
+    one = torch.load(tmp_path / "one" / "scores.pt")
+    two = torch.load(tmp_path / "two" / "scores.pt")
+    assert one["indices"].tolist() == two["indices"].tolist() == list(range(11))
+    assert torch.equal(one["labels"], two["labels"])
+    torch.testing.assert_close(two["scores"], one["scores"], rtol=0, atol=1e-5)
+    distributed = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert distributed["num_videos"] == single["num_videos"] == 11
+    for key in ("top1", "top5", "mean_class_acc"):
+        assert distributed[key] == pytest.approx(single[key])
+
+
+def test_ensemble_averages_the_members_scores(tiny_dataset: Path, tmp_path: Path) -> None:
+    four = save_checkpoint(
+        tmp_path / "f4" / "last.pt", tiny_run_overrides(tiny_dataset, tmp_path / "f4"), seed=1
+    )
+    eight = save_checkpoint(
+        tmp_path / "f8" / "last.pt",
+        tiny_run_overrides(tiny_dataset, tmp_path / "f8", "data.num_segments=8"),
+        seed=2,
+    )
+    members = [test_tool.main([f"ckpt={path}"]) for path in (four, eight)]
+    ensemble = test_tool.main([f"ckpt=[{four},{eight}]"])
+
+    out = tmp_path / "f4" / "eval_ensemble_f4-last+f8-last_1x1"
+    scores = [torch.load(p.parent / "eval_last_1x1" / "scores.pt")["scores"] for p in (four, eight)]
+    averaged = torch.load(out / "scores.pt")["scores"]
+    torch.testing.assert_close(averaged, (scores[0] + scores[1]) / 2)
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["checkpoints"] == [str(four), str(eight)]
+    assert [m["num_segments"] for m in written["members"]] == [4, 8]
+    for member, alone in zip(written["members"], members, strict=True):
+        assert member["top1"] == pytest.approx(alone["top1"])
+    assert ensemble["num_videos"] == NUM_VAL_VIDEOS

@@ -1,0 +1,80 @@
+"""Parameters and GMACs per view of a configured model, per block.
+
+    python tools/flops.py +experiment=rnl_sthv1                  # RNL TSM-R50, 8 frames, 224 px
+    python tools/flops.py +experiment=rnl_sthv1 placement=none   # plain TSM-R50
+    python tools/flops.py +experiment=rnl_sthv1 data.num_segments=16 --markdown
+
+The model is built from the Hydra overrides with random weights (``model.weights`` is forced to
+null: nothing is downloaded) and counted on one view ``(1, 3, T, S, S)``, ``S =
+data.input_size``, with torch's FlopCounterMode; GMAC = GFLOPs / 2. Models with RNL / NL blocks
+also get the cost of the official release's form of the same network (masked grouped aggregation
+conv, materialised affinity). ``--device meta`` (default) counts without computing anything.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnlvideo.config import build_model, compose_config  # noqa: E402
+from rnlvideo.models import NLBlock, RNLBlock  # noqa: E402
+from rnlvideo.models.cost import CostRow, format_table, release_form, tsm_resnet_cost  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +experiment=rnl_sthv1")
+    parser.add_argument(
+        "--device",
+        default="meta",
+        help="where the counted forward runs: meta (no compute, default), cpu or cuda",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    return parser.parse_args(argv)
+
+
+def cost_lines(ours: list[CostRow], release: list[CostRow] | None) -> list[list[str]]:
+    lines = []
+    for index, row in enumerate(ours):
+        line = [row.name, f"{row.params:,}", f"{row.macs / 1e9:.2f}"]
+        if release is not None:
+            theirs = release[index]
+            line += [f"{theirs.params:,}", f"{theirs.macs / 1e9:.2f}"]
+        lines.append(line)
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    cfg = compose_config(args.overrides)
+    cfg.model.weights = None
+    with torch.device(args.device):
+        model = build_model(cfg)
+    model.eval()
+    input_size = int(cfg.data.input_size)
+    ours = tsm_resnet_cost(model, input_size)
+    has_attention = any(isinstance(m, (RNLBlock, NLBlock)) for m in model.modules())
+    release = tsm_resnet_cost(release_form(model), input_size) if has_attention else None
+
+    header = ["part", "params", "GMAC"]
+    if release is not None:
+        header += ["release params", "release GMAC"]
+    view = f"(1, 3, {model.num_segments}, {input_size}, {input_size})"
+    print(
+        f"overrides: {' '.join(args.overrides) or '(none)'}\n"
+        f"one view {view}, {model.num_classes} classes, counted on {args.device}; "
+        "GMAC = GFLOPs / 2 (convolutions, matrix products and attention)"
+    )
+    if args.device == "cpu":
+        print(
+            "attention: counted by rnlvideo.models.cost (torch has no formula for its CPU kernel)"
+        )
+    print()
+    print(format_table(header, cost_lines(ours, release), args.markdown))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

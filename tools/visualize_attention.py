@@ -1,0 +1,50 @@
+"""Render RNL / NL attention maps of query points over a video's frames as a PNG grid.
+
+    python tools/visualize_attention.py ckpt=PATH video=FRAME_FOLDER_OR_VIDEO \
+        [block=layer2_0] [queries=[[4,0.5,0.5],[2,0.3,0.7]]] [out=attention.png]
+
+``block``: key of ``model.nonlocal_blocks`` (default: the first with an RNL / NL block).
+``queries``: ``(t, y, x)`` points: frame index, then the position as fractions of the frame
+height and width (default: the centre of the middle frame). The clip is the validation view
+(one clip, centre crop) of the checkpoint's data config; further ``key=value`` arguments are
+Hydra overrides. Rows of the image are queries, columns frames; each query's own frame marks
+the query point. ``out`` defaults to ``<ckpt dir>/attention_<video>_<block>.png``.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnlvideo.analysis.attention import attention_maps  # noqa: E402
+from rnlvideo.analysis.attention_plot import save_attention_png  # noqa: E402
+from rnlvideo.analysis.checkpoints import load_trained_model  # noqa: E402
+from rnlvideo.analysis.single_video import config_views  # noqa: E402
+from rnlvideo.analysis.tool_args import split_tool_args  # noqa: E402
+
+USAGE = (
+    "usage: python tools/visualize_attention.py ckpt=PATH video=PATH [block=layer2_0] "
+    "[queries=[[t,y,x],...]] [out=PNG] [key=value ...]"
+)
+
+
+def main(argv: list[str]) -> Path:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    own, overrides = split_tool_args(argv, ("ckpt", "video", "block", "queries", "out"))
+    if "ckpt" not in own or "video" not in own:
+        sys.exit(USAGE)
+    trained = load_trained_model(own["ckpt"], overrides)
+    clip = config_views(own["video"], trained.cfg, single_view=True)[0]  # (C, T, H, W)
+    queries = own.get("queries")
+    maps = attention_maps(trained.model, clip, block=own.get("block"), queries=queries)
+    video = Path(own["video"])
+    default_out = trained.path.parent / f"attention_{video.stem}_{maps.block}.png"
+    title = f"{maps.kind} attention, {maps.block}: {video.name}"
+    path = save_attention_png(maps, own.get("out", default_out), title)
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
