@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -47,7 +49,22 @@ RNL_CASES = [
 ]
 
 
-# fp32: outputs and input gradients within 1e-5; float64: every gradient, tightly.
+def _grad_tolerance(reference: nn.Module, x: torch.Tensor, upstream: torch.Tensor, tol: float):
+    """``tol``, or twice the reference's own rounding error where that is larger.
+
+    The unscaled softmax makes some fp32 input gradients ill-conditioned: there the release-style
+    reference itself is up to ~2e-5 (relative) away from its float64 result, and no fp32
+    implementation can be held closer to it than that.
+    """
+    if x.dtype == torch.float64:
+        return tol
+    exact = copy.deepcopy(reference).double()
+    _, ref_grad = _run(reference, x, upstream)
+    _, exact_grad = _run(exact, x.double(), upstream.double())
+    return max(tol, 2 * _relative_error(ref_grad.double(), exact_grad))
+
+
+# fp32: outputs and input gradients within 1e-5 (see _grad_tolerance); float64: every gradient.
 PRECISIONS = [(torch.float32, 1e-5), (torch.float64, 1e-10)]
 
 
@@ -66,7 +83,7 @@ def test_rnl_matches_official_reference(channels, kernel, sub_sample, form, clip
     ref_out, ref_x_grad = _run(reference, x, upstream)
 
     assert _relative_error(out, ref_out) <= tol
-    assert _relative_error(x_grad, ref_x_grad) <= tol
+    assert _relative_error(x_grad, ref_x_grad) <= _grad_tolerance(reference, x, upstream, tol)
     if dtype != torch.float64:
         return
     assert _relative_error(out - x, ref_out - x) <= tol  # the attention path on its own
