@@ -76,6 +76,22 @@ def create_sgd(
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
 
+def create_adamw(
+    model: nn.Module,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    betas: Sequence[float] = (0.9, 0.999),
+    fc_weight_lr_mult: float = 1.0,
+    fc_bias_lr_mult: float = 1.0,
+    no_weight_decay_norm_bias: bool = True,
+) -> torch.optim.AdamW:
+    """AdamW over :func:`parameter_groups` (fast convergence when training from scratch)."""
+    groups = parameter_groups(
+        model, lr, weight_decay, fc_weight_lr_mult, fc_bias_lr_mult, no_weight_decay_norm_bias
+    )
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+
+
 def warmup_factor(step: int, warmup_steps: int, start_factor: float) -> float:
     """Linear ramp from ``start_factor`` to 1 over ``warmup_steps`` iterations."""
     return start_factor + (1.0 - start_factor) * step / warmup_steps

@@ -61,6 +61,13 @@ def freeze_batchnorm(model: nn.Module) -> None:
                 param.requires_grad_(False)
 
 
+def to_channels_last(model: nn.Module) -> None:
+    """Put every 2D convolution's weight in channels-last layout (3D blocks keep theirs)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed python / numpy / torch; optionally force deterministic kernels."""
     import random
@@ -127,7 +134,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.device)
         if self.tcfg.channels_last:
-            model.to(memory_format=torch.channels_last)
+            to_channels_last(model)
         self.bare_model = model
         if self.ctx.is_distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -355,6 +355,7 @@ def create_tsm_resnet(
     dropout: float = 0.5,
     weights: str | None = None,
     partial_bn: bool = False,
+    zero_init_residual: bool = False,
 ) -> TSMResNet:
     """Build a TSM ResNet video classifier, ``(N, 3, T, H, W) -> (N, num_classes)``.
 
@@ -379,6 +380,8 @@ def create_tsm_resnet(
             the backbone exactly, else ``ValueError`` lists the missing / unexpected keys.
         partial_bn: TSM's partial BN: in ``train()`` mode every backbone BatchNorm2d except
             the first (``backbone.bn1``) stays in eval mode with frozen affine parameters.
+        zero_init_residual: with random initialisation, start every residual branch's last
+            BatchNorm at zero (each block the identity: steadier training from scratch).
 
     Returns:
         The :class:`TSMResNet`; non-local blocks and the classifier are freshly initialised.
@@ -392,7 +395,7 @@ def create_tsm_resnet(
     placements = _parse_placements(nonlocal_blocks, depth)
 
     block_type, layers = _ARCHITECTURES[depth]
-    backbone = ResNet(block_type, layers)
+    backbone = ResNet(block_type, layers, zero_init_residual=zero_init_residual)
     backbone.fc = nn.Identity()
     if weights is not None:
         _load_backbone_weights(backbone, weights, depth)
