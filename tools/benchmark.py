@@ -3,6 +3,13 @@
     python tools/benchmark.py rnl                                   # CPU, T = 8 and 16, fp32
     python tools/benchmark.py rnl --device cuda --dtype bf16 --markdown
     python tools/benchmark.py rnl --frames 16 --forms auto grouped --repeats 2
+    python tools/benchmark.py train --frames 8 16 --batch 1             # TSM-R50 vs RNL-TSM-R50
+    python tools/benchmark.py train --device cuda --dtype bf16 --batch 8 --markdown
+
+``train``: full training steps (forward, loss, backward, SGD update) of whole models built from
+Hydra overrides (default: TSM-R50 and RNL-TSM-R50 of ``+experiment=rnl_sthv1``) at 224x224:
+clips/s and peak memory (on CPU: the process's peak resident set during the steps, model and
+optimiser state included).
 
 ``rnl``: forward + backward of one RNL block at the res3 shape of TSM-R50 (N=2 clips, C=512,
 28x28, kernel 3x7x7, training mode) for each aggregation form of ours (SDPA attention) and for the
@@ -35,6 +42,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rnlvideo.config import build_model, compose_config  # noqa: E402
 from rnlvideo.models import RNLBlock  # noqa: E402
 from rnlvideo.models.cost import format_table  # noqa: E402
 from rnlvideo.models.nonlocal_blocks import RegionAggregation  # noqa: E402
@@ -68,9 +76,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     rnl.add_argument("--kernel", type=int, nargs=3, default=[3, 7, 7], help="kt kh kw")
     rnl.add_argument("--repeats", type=int, help="timed rounds (default: 3 on CPU, 20 on CUDA)")
     rnl.add_argument("--markdown", action="store_true", help="print a markdown table")
+    train = commands.add_parser("train", help="whole-model training steps: clips/s, memory")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    train.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="bf16: autocast")
+    train.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="T values")
+    train.add_argument("--batch", type=int, default=1, help="clips per step")
+    train.add_argument("--size", type=int, default=224, help="input H = W")
+    train.add_argument(
+        "--models",
+        nargs="+",
+        default=["TSM-R50=placement=none", "RNL-TSM-R50=placement=rnl_official"],
+        help="NAME=OVERRIDE[,OVERRIDE...] added to +experiment=rnl_sthv1",
+    )
+    train.add_argument("--repeats", type=int, help="timed steps (default: 2 on CPU, 20 on CUDA)")
+    train.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 3 if args.device == "cpu" else 20
+        cpu = args.device == "cpu"
+        args.repeats = (3 if cpu else 20) if args.command == "rnl" else (2 if cpu else 20)
     return args
 
 
@@ -205,6 +228,68 @@ def benchmark_rnl(args: argparse.Namespace) -> None:
     print(format_table(header, lines, args.markdown))
 
 
+def build_training_model(overrides: list[str], frames: int, device: torch.device) -> nn.Module:
+    """The configured model with random weights (nothing is downloaded)."""
+    cfg = compose_config(
+        ["+experiment=rnl_sthv1", f"data.num_segments={frames}", "model.weights=null", *overrides]
+    )
+    return build_model(cfg).to(device).train()
+
+
+def measure_training(args: argparse.Namespace, overrides: list[str], frames: int) -> dict:
+    """``{"clips_per_s", "peak": bytes}`` of full SGD training steps on random clips."""
+    device = torch.device(args.device)
+    model = build_training_model(overrides, frames, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    clips = torch.randn(args.batch, 3, frames, args.size, args.size, device=device)
+    labels = torch.zeros(args.batch, dtype=torch.long, device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, DTYPES[args.dtype], enabled=args.dtype != "fp32"):
+            loss = nn.functional.cross_entropy(model(clips).float(), labels)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    memory = MemoryProbe(device)
+    memory.start()
+    memory.baseline = 0  # report the whole footprint: weights, optimiser state, activations
+    step()  # warm-up; creates the optimiser state
+    times = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return {"clips_per_s": args.batch / statistics.median(times), "peak": memory.peak_extra()}
+
+
+def benchmark_training(args: argparse.Namespace) -> None:
+    print(
+        f"Training steps (forward, loss, backward, SGD), batch {args.batch}, "
+        f"{args.size}x{args.size}, {args.dtype}, median of {args.repeats} steps after 1 warm-up\n"
+        f"{machine_description(args.device)}; torch {torch.__version__}\n"
+    )
+    header = ["model", "T", "clips/s", "s / clip", "peak memory (GiB)"]
+    lines = []
+    for spec in args.models:
+        name, _, overrides = spec.partition("=")
+        for frames in args.frames:
+            result = measure_training(args, [o for o in overrides.split(",") if o], frames)
+            lines.append(
+                [
+                    name,
+                    str(frames),
+                    f"{result['clips_per_s']:.3f}",
+                    f"{1 / result['clips_per_s']:.2f}",
+                    f"{result['peak'] / 2**30:.2f}",
+                ]
+            )
+            gc.collect()
+    print(format_table(header, lines, args.markdown))
+
+
 def reexec_with_direct_malloc() -> None:
     """Restart this process with glibc returning allocations above 64 KiB to the system."""
     if os.environ.get(MMAP_THRESHOLD) != "65536":
@@ -216,7 +301,10 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.device == "cpu":
         reexec_with_direct_malloc()
-    benchmark_rnl(args)
+    if args.command == "train":
+        benchmark_training(args)
+    else:
+        benchmark_rnl(args)
 
 
 if __name__ == "__main__":
