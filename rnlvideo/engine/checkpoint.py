@@ -45,6 +45,19 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def link_atomic(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` another name of the complete file ``source`` (no second write).
+
+    A hard link to a temporary name, renamed over ``path``. Later atomic saves replace
+    ``source`` by a new file, so ``path`` keeps the content it had now.
+    """
+    source, path = Path(source), Path(path)
+    tmp = path.with_name(f".{path.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    os.link(source, tmp)
+    os.replace(tmp, path)
+
+
 def remove_stale_temporaries(run_dir: str | Path) -> None:
     """Delete temporary files left by a writer that was killed mid-write."""
     for tmp in Path(run_dir).glob(".*.pt.*.tmp"):

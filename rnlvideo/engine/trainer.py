@@ -220,8 +220,10 @@ class Trainer:
         """Write the current state under each of ``names`` (rank 0 writes; all ranks wait)."""
         state = self.training_state()
         if self.ctx.is_main:
-            for name in names:
-                ckpt.save_atomic(state, self.run_dir / name)
+            first, *others = names
+            ckpt.save_atomic(state, self.run_dir / first)
+            for name in others:
+                ckpt.link_atomic(self.run_dir / first, self.run_dir / name)
             ckpt.prune_epoch_checkpoints(self.run_dir, self.tcfg.keep_last_epochs)
         barrier()
 
