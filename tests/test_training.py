@@ -44,6 +44,12 @@ def test_one_epoch_train_and_evaluate_then_auto_resume(tiny_dataset: Path, tmp_p
     assert written["top5"] >= written["top1"]
     assert written["top1"] == pytest.approx(metrics["top1"])
 
+    report = run_dir / "eval_final_1x1"
+    per_class = (report / "per_class_accuracy.csv").read_text().splitlines()
+    assert len(per_class) == 1 + 12  # header + one row per class
+    assert len((report / "predictions.csv").read_text().splitlines()) == 1 + 12
+    assert json.loads((report / "metrics.json").read_text())["top1"] == written["top1"]
+
     state = load_checkpoint(run_dir / "last.pt")
     assert state["progress"]["epoch"] == 1
     assert state["progress"]["global_step"] == 6  # 24 videos / batch 4
@@ -132,6 +138,7 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tiny_dataset: Pat
         "model.dropout=0",
         "train.deterministic=true",
         "train.eval_every_epochs=0",
+        "optim=sgd",
         "optim.lr=0.005",
     ]
     single = run_tool(

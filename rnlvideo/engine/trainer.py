@@ -29,9 +29,10 @@ from rnlvideo.engine.distributed import (
     barrier,
     broadcast_object,
 )
-from rnlvideo.engine.evaluation import autocast_context, evaluate_dataset
+from rnlvideo.engine.evaluation import autocast_context, evaluate_dataset, predict_dataset
 from rnlvideo.engine.loaders import make_loader
-from rnlvideo.engine.metrics import topk_correct
+from rnlvideo.engine.metrics import classification_metrics, topk_correct
+from rnlvideo.engine.reports import class_names_for, video_names, write_evaluation_report
 from rnlvideo.engine.samplers import ResumableDistributedSampler
 
 logger = logging.getLogger(__name__)
@@ -425,15 +426,43 @@ class Trainer:
         return broadcast_object(metrics["top1"])
 
     def final_evaluation(self) -> dict[str, Any]:
-        """Evaluate the final weights on the test split and write ``metrics.json``."""
-        metrics = self.evaluate(build_dataset(self.cfg, "test"))
+        """Evaluate the final weights on the test split; write ``metrics.json`` and a report.
+
+        The report (per-class accuracy, confusion matrix, per-video predictions) goes to
+        ``eval_final_<views>/`` in the run directory.
+        """
+        dataset = build_dataset(self.cfg, "test")
+        preds = predict_dataset(
+            self.bare_model,
+            dataset,
+            self.ctx,
+            self.cfg.eval.batch_size,
+            self.cfg.eval.num_workers,
+            amp=self.tcfg.amp,
+            softmax=self.cfg.eval.softmax,
+            max_clips=self.cfg.eval.get("max_clips_per_forward"),
+        )
+        views = self.cfg.data.test_views
+        metrics = classification_metrics(preds.scores, preds.labels)
         metrics.update(
-            views=self.cfg.data.test_views,
-            epoch=self.progress.epoch,
-            checkpoint=str(self.run_dir / ckpt.LAST),
+            views=views, epoch=self.progress.epoch, checkpoint=str(self.run_dir / ckpt.LAST)
         )
         if self.ctx.is_main:
             write_metrics(self.run_dir / "metrics.json", metrics)
+            names = class_names_for(
+                self.cfg.data.test.list_file,
+                preds.scores.shape[1],
+                self.cfg.data.get("category_file"),
+            )
+            write_evaluation_report(
+                self.run_dir / f"eval_final_{views}",
+                preds,
+                metrics,
+                names,
+                video_names(dataset),
+                tag=f"test_{views}",
+                step=self.progress.epoch,
+            )
             if self.writer:
                 for key in ("top1", "top5", "mean_class_acc"):
                     self.writer.add_scalar(f"test/{key}", metrics[key], self.progress.epoch)
