@@ -245,3 +245,39 @@ def test_resample_count_reaches_the_main_process(frame_root, list_with_missing_v
     labels = torch.cat([label for _, label in loader])
     assert len(labels) == 3 and 7 not in labels.tolist()
     assert dataset.num_resampled == 1
+
+
+def test_horizontal_flip_mirrors_frames_and_relabels(frame_root, tmp_path):
+    transform = val_transform(input_size=HEIGHT, scale_size=HEIGHT)  # symmetric centre crop
+    plain = make_dataset(frame_root, transform, num_segments=2, sampling="tsn_val")
+    map_file = tmp_path / "flip_map.txt"
+    map_file.write_text("0 1\n1 0\n")  # class 2 is direction-agnostic
+    flipping = make_dataset(
+        frame_root,
+        transform,
+        num_segments=2,
+        sampling="tsn_val",
+        horizontal_flip=True,
+        flip_label_map=str(map_file),
+    )
+    outcomes = set()
+    for epoch in range(6):
+        flipping.set_epoch(epoch)
+        for index in range(len(plain)):
+            clip, label = flipping[index]
+            reference, reference_label = plain[index]
+            flipped = not torch.equal(clip, reference)
+            if flipped:
+                torch.testing.assert_close(clip, reference.flip(-1))
+                assert label == {0: 1, 1: 0}.get(reference_label, reference_label)
+            else:
+                assert label == reference_label
+            outcomes.add(flipped)
+    assert outcomes == {True, False}
+
+
+def test_flip_label_map_file_errors_name_file_and_line(frame_root, tmp_path):
+    bad = tmp_path / "flip_map.txt"
+    bad.write_text("0 1\nleft right\n")
+    with pytest.raises(ValueError, match=r"flip_map.txt:2: expected 'label mirrored_label'"):
+        make_dataset(frame_root, val_transform(32, 32), horizontal_flip=True, flip_label_map=bad)

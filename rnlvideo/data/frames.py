@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +76,24 @@ def load_frame(path: Path) -> torch.Tensor:
 OffsetsFn = Callable[[int], np.ndarray]
 
 
+def read_flip_label_map(source: Mapping[int, int] | str | Path | None) -> dict[int, int]:
+    """``{label: label after a horizontal flip}`` from a mapping or a ``label mirrored`` file."""
+    if source is None:
+        return {}
+    if isinstance(source, Mapping):
+        return {int(k): int(v) for k, v in source.items()}
+    path = Path(source)
+    mapping = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not all(f.lstrip("-").isdigit() for f in fields):
+            raise ValueError(f"{path}:{number}: expected 'label mirrored_label', got {line!r}")
+        mapping[int(fields[0])] = int(fields[1])
+    return mapping
+
+
 class ClipDataset(Dataset):
     """Base of the video datasets: list file, frame sampling, transform, views, bad input.
 
@@ -102,6 +120,12 @@ class ClipDataset(Dataset):
     Replacements are counted across worker processes: ``num_resampled`` (cumulative) and a
     warning with the epoch's count at the next ``set_epoch``.
 
+    ``horizontal_flip`` mirrors half of the samples (drawn from the sample's generator) before the
+    transform; ``flip_label_map`` (``{label: mirrored label}``, or a file of ``label mirrored``
+    lines) relabels direction-sensitive classes ("left to right" <-> "right to left"), classes
+    absent from it keep their label. Off by default: Something-Something labels are
+    direction-sensitive, and TSM trains it without flips.
+
     Subclasses implement ``read_clip``.
     """
 
@@ -116,6 +140,8 @@ class ClipDataset(Dataset):
         min_frames: int = 1,
         on_error: str = "raise",
         device_transform: bool = False,
+        horizontal_flip: bool = False,
+        flip_label_map: Mapping[int, int] | str | Path | None = None,
     ) -> None:
         if on_error not in ON_ERROR_POLICIES:
             raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR_POLICIES}")
@@ -131,6 +157,8 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.on_error = on_error
+        self.horizontal_flip = horizontal_flip
+        self.flip_label_map = read_flip_label_map(flip_label_map)
         self._resampled = SharedCounter()
         self._resampled_reported = 0
         records = read_video_list(self.list_file)
@@ -188,7 +216,11 @@ class ClipDataset(Dataset):
 
     def _sample(self, index: int) -> tuple[torch.Tensor | DeferredClip, int]:
         frames, rng = self.decode(index)
-        return self.finish(frames, rng), self.records[index].label
+        label = self.records[index].label
+        if self.horizontal_flip and rng.random() < 0.5:
+            frames = frames.flip(-1)
+            label = self.flip_label_map.get(label, label)
+        return self.finish(frames, rng), label
 
     def decode(self, index: int) -> tuple[torch.Tensor, np.random.Generator]:
         """First stage of ``dataset[index]``: the sampled frames and the sample's generator.
@@ -272,6 +304,8 @@ class FrameFolderDataset(ClipDataset):
         min_frames: int = 1,
         on_error: str = "raise",
         device_transform: bool = False,
+        horizontal_flip: bool = False,
+        flip_label_map: Mapping[int, int] | str | Path | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -286,6 +320,8 @@ class FrameFolderDataset(ClipDataset):
             min_frames=min_frames,
             on_error=on_error,
             device_transform=device_transform,
+            horizontal_flip=horizontal_flip,
+            flip_label_map=flip_label_map,
         )
         uncounted = [r.path for r in self.records if r.num_frames is None]
         if uncounted:

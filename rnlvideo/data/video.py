@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,8 @@ class VideoFileDataset(ClipDataset):
         min_frames: int = 1,
         on_error: str = "raise",
         device_transform: bool = False,
+        horizontal_flip: bool = False,
+        flip_label_map: Mapping[int, int] | str | Path | None = None,
         num_threads: int = 1,
     ) -> None:
         self.root = Path(root)
@@ -78,6 +81,8 @@ class VideoFileDataset(ClipDataset):
             min_frames=min_frames,
             on_error=on_error,
             device_transform=device_transform,
+            horizontal_flip=horizontal_flip,
+            flip_label_map=flip_label_map,
         )
         self.num_threads = num_threads
 
