@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rnlvideo.config import compose_config
 from rnlvideo.engine.checkpoint import load_checkpoint
 from rnlvideo.engine.distributed import init_distributed
-from rnlvideo.engine.trainer import Trainer
+from rnlvideo.engine.trainer import NonFiniteLossError, Trainer
 from tests.conftest import tiny_run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,3 +163,56 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tiny_dataset: Pat
     assert one["progress"]["global_step"] == two["progress"]["global_step"] == 6
     for key, value in one["model"].items():
         torch.testing.assert_close(two["model"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def train_in_process(dataset: Path, run_dir: Path, *extra: str) -> Trainer:
+    cfg = compose_config(tiny_run_overrides(dataset, run_dir, *extra))
+    trainer = Trainer(cfg, init_distributed("cpu"), run_dir)
+    trainer.fit()
+    return trainer
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tiny_dataset: Path, tmp_path: Path):
+    common = ("train.freeze_bn=true", "model.dropout=0", "optim=sgd", "optim.lr=0.005")
+    whole = train_in_process(tiny_dataset, tmp_path / "whole", *common)
+    accumulated = train_in_process(
+        tiny_dataset, tmp_path / "acc", *common, "train.batch_size=2", "train.accumulate_steps=2"
+    )
+    assert whole.progress.global_step == accumulated.progress.global_step == 6
+    expected = whole.bare_model.state_dict()
+    for key, value in accumulated.bare_model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_nonfinite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    explode = ("optim=sgd", "optim.lr=1e20", "train.clip_grad_norm=0", "model.dropout=0")
+    run_dir = tmp_path / "run"
+    cfg = compose_config(
+        tiny_run_overrides(tiny_dataset, run_dir, *explode, "train.checkpoint_every_steps=1")
+    )
+    trainer = Trainer(cfg, init_distributed("cpu"), run_dir)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss.*train.nonfinite=skip"):
+        trainer.fit()
+    if (run_dir / "last.pt").exists():  # written before the loss diverged: still finite
+        state = load_checkpoint(run_dir / "last.pt")["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+    skipping = train_in_process(tiny_dataset, tmp_path / "skip", *explode, "train.nonfinite=skip")
+    assert skipping.progress.skipped_steps > 0
+    assert skipping.progress.global_step == 6
+
+
+def test_bf16_autocast_and_finetune_from(tiny_dataset: Path, tmp_path: Path) -> None:
+    source = train_in_process(tiny_dataset, tmp_path / "src", "train.amp=bf16")
+    assert source.progress.global_step == 6
+    tuned = train_in_process(
+        tiny_dataset,
+        tmp_path / "tuned",
+        f"train.finetune_from={tmp_path / 'src' / 'last.pt'}",
+        "train.epochs=0",
+    )
+    assert tuned.progress.global_step == 0  # a new schedule, not a resume
+    for key, value in source.bare_model.state_dict().items():
+        assert torch.equal(tuned.bare_model.state_dict()[key], value), key
