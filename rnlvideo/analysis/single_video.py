@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from rnlvideo.data.frames import load_frame
+from rnlvideo.data.frames import arrange_views, load_frame
 from rnlvideo.data.sampling import sample_offsets
 from rnlvideo.data.video import read_video_frames
 from rnlvideo.engine.evaluation import protocol_transform, resolve_sampling
@@ -46,18 +46,6 @@ def read_clip(path: str | Path, offsets_for: Callable[[int], np.ndarray]) -> tor
     return torch.stack([decoded[i] for i in offsets])
 
 
-def as_views(clip: torch.Tensor, clips: int, num_segments: int) -> torch.Tensor:
-    """Transform output ``(K*T, C, H, W)`` or ``(S, K*T, C, H, W)`` -> ``(K*S, C, T, H, W)``.
-
-    ``K = clips`` temporal clips of ``T = num_segments`` frames, ``S`` crops; views are ordered
-    clip-major (clip 0 crop 0, clip 0 crop 1, ...), as the datasets order them.
-    """
-    crops = clip.unsqueeze(0) if clip.dim() == 4 else clip
-    s, _, c, h, w = crops.shape
-    views = crops.reshape(s, clips, num_segments, c, h, w).transpose(0, 1)
-    return views.reshape(clips * s, num_segments, c, h, w).transpose(1, 2).contiguous()
-
-
 def video_views(
     path: str | Path,
     num_segments: int,
@@ -77,7 +65,7 @@ def video_views(
     frames = read_clip(path, lambda n: sample_offsets(mode, n, num_segments, None, clips))
     transform = protocol_transform(crops, input_size, scale_size, crop_size)
     clip = transform(frames, np.random.default_rng(0))  # test transforms draw nothing
-    return as_views(clip, clips, num_segments)
+    return arrange_views(clip, clips, num_segments).contiguous()
 
 
 def config_views(path: str | Path, cfg: DictConfig, single_view: bool = False) -> torch.Tensor:

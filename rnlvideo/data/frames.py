@@ -76,6 +76,19 @@ def load_frame(path: Path) -> torch.Tensor:
 OffsetsFn = Callable[[int], np.ndarray]
 
 
+def arrange_views(clip: torch.Tensor, clips: int, num_segments: int) -> torch.Tensor:
+    """Transform output ``(K*T, C, H, W)`` or ``(S, K*T, C, H, W)`` -> ``(K*S, C, T, H, W)``.
+
+    ``K = clips`` temporal clips of ``T = num_segments`` frames, ``S`` crops; views are ordered
+    clip-major (clip 0 crop 0, clip 0 crop 1, ...). The result is a transposed view (a
+    DataLoader's collate makes the one contiguous copy).
+    """
+    crops = clip.unsqueeze(0) if clip.dim() == 4 else clip
+    s, _, c, h, w = crops.shape
+    views = crops.reshape(s, clips, num_segments, c, h, w).transpose(0, 1)
+    return views.reshape(clips * s, num_segments, c, h, w).transpose(1, 2)
+
+
 def read_flip_label_map(source: Mapping[int, int] | str | Path | None) -> dict[int, int]:
     """``{label: label after a horizontal flip}`` from a mapping or a ``label mirrored`` file."""
     if source is None:
@@ -269,13 +282,8 @@ class ClipDataset(Dataset):
         return self._frame_views(clip)
 
     def _frame_views(self, clip: torch.Tensor) -> torch.Tensor:
-        crops = clip.unsqueeze(0) if clip.dim() == 4 else clip
-        s, _, c, h, w = crops.shape
-        k, t = self.clips_per_sample, self.num_segments
-        views = crops.reshape(s, k, t, c, h, w).transpose(0, 1).reshape(k * s, t, c, h, w)
-        # A transposed view: the DataLoader's collate makes the one contiguous copy.
-        views = views.transpose(1, 2)
-        return views[0] if k * s == 1 else views
+        views = arrange_views(clip, self.clips_per_sample, self.num_segments)
+        return views[0] if len(views) == 1 else views
 
     def _per_view(self, per_crop: torch.Tensor) -> torch.Tensor:
         crops = per_crop.unsqueeze(0) if per_crop.dim() == 1 else per_crop
