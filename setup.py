@@ -1,24 +1,34 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (Path(__file__).parent / "rnlvideo" / "version.py").read_text()
+).group(1)
+
+# Ranges known to work; constraints.txt pins the exact versions the project is tested with.
 setup(
     name="rnlvideo",
-    version="0.1.0",
+    version=VERSION,
     description="Region-based Non-local (RNL) video classification: TSM ResNets, "
     "Something-Something data pipelines and a distributed trainer.",
     packages=find_packages(include=["rnlvideo", "rnlvideo.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "torch>=2.4",
-        "torchvision>=0.19",
-        "hydra-core>=1.3",
-        "numpy",
-        "pillow",
-        "tqdm",
-        "tensorboard",
-        "matplotlib",
+        "torch>=2.4,<3",
+        "torchvision>=0.19,<1",
+        "hydra-core>=1.3,<1.4",
+        "omegaconf>=2.3,<2.4",
+        "PyYAML>=6",
+        "numpy>=1.24",
+        "pillow>=10",
+        "tqdm>=4.60",
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "video": ["decord>=0.6"],
-        "dev": ["pytest", "ruff", "av", "decord>=0.6"],
+        "dev": ["pytest>=8", "ruff>=0.6", "av>=12", "decord>=0.6"],
     },
 )

@@ -1,6 +1,26 @@
-"""rnlvideo: Region-based Non-local video classification on TSM ResNets."""
+"""rnlvideo: Region-based Non-local video classification on TSM ResNets.
 
-from rnlvideo.config import build_dataset_from_config, build_model_from_config, compose_config
+The Python API (:mod:`rnlvideo.api`): :func:`load_model`, :func:`evaluate`, :func:`classify`,
+and :func:`build_model_from_config` / :func:`build_dataset_from_config` for the objects a
+training run with the same overrides would build.
+"""
 
-__all__ = ["build_dataset_from_config", "build_model_from_config", "compose_config"]
-__version__ = "0.1.0"
+from rnlvideo.api import (
+    build_dataset_from_config,
+    build_model_from_config,
+    classify,
+    evaluate,
+    load_model,
+)
+from rnlvideo.config import compose_config
+from rnlvideo.version import __version__
+
+__all__ = [
+    "__version__",
+    "build_dataset_from_config",
+    "build_model_from_config",
+    "classify",
+    "compose_config",
+    "evaluate",
+    "load_model",
+]

@@ -1,22 +1,54 @@
 #!/usr/bin/env bash
-# SLURM launcher: one torchrun per node, all GPUs of each node.
+# SLURM launcher: one torchrun per node, all GPUs of each node; preemption-safe.
 #
-#   sbatch --nodes=2 --gres=gpu:8 --ntasks-per-node=1 --cpus-per-task=64 \
-#     scripts/slurm_train.sh +experiment=rnl_sthv1 train.batch_size=2
+#   sbatch --nodes=2 --gres=gpu:8 --cpus-per-task=64 scripts/slurm_train.sh +experiment=rnl_sthv1
 #
-# The run directory (output_dir) must be on a filesystem every node sees; resubmitting the same
-# command resumes from its last.pt.
+# SLURM sends SIGUSR1 to this script 5 minutes before the time limit (--signal below). The
+# trap sends SIGTERM to srun, which passes it to torchrun and on to every training process:
+# they agree to stop at the next optimiser step, write last.pt and exit (status 75; torchrun
+# gives them 30 s before it kills them). The job is then requeued and, run again, resumes
+# from last.pt (the same command, the same output_dir). A job preempted by SLURM gets SIGTERM
+# directly and is requeued by SLURM itself (--requeue). The run directory (output_dir) must be
+# on a filesystem every node sees.
 #SBATCH --job-name=rnlvideo
 #SBATCH --ntasks-per-node=1
 #SBATCH --output=slurm-%j.out
-set -euo pipefail
+#SBATCH --signal=B:USR1@300
+#SBATCH --requeue
+#SBATCH --open-mode=append
+set -uo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 GPUS_PER_NODE=${GPUS_PER_NODE:-$(python -c "import torch; print(max(1, torch.cuda.device_count()))")}
+EXIT_PREEMPTED=75
+
 srun --kill-on-bad-exit=1 torchrun \
   --nnodes="$SLURM_JOB_NUM_NODES" \
   --nproc_per_node="$GPUS_PER_NODE" \
   --rdzv_id="$SLURM_JOB_ID" \
   --rdzv_backend=c10d \
   --rdzv_endpoint="$MASTER_ADDR:${MASTER_PORT:-29500}" \
-  tools/train.py "$@"
+  tools/train.py "$@" &
+srun_pid=$!
+
+stop_requested=0
+near_time_limit() {
+  echo "[slurm_train] time limit near: asking the run to checkpoint and stop"
+  stop_requested=1
+  kill -TERM "$srun_pid" 2>/dev/null
+}
+trap near_time_limit USR1
+
+status=0
+while true; do
+  wait "$srun_pid"
+  status=$?
+  # wait returns early (status > 128) when the trap ran; wait again for the real exit.
+  kill -0 "$srun_pid" 2>/dev/null || break
+done
+# torchrun reports a stopped worker as a failure (status 1), so the trap's flag counts too.
+if [ "$status" -ne 0 ] && { [ "$stop_requested" -eq 1 ] || [ "$status" -eq "$EXIT_PREEMPTED" ]; }; then
+  echo "[slurm_train] checkpoint written: requeueing job $SLURM_JOB_ID"
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from rnlvideo.engine.checkpoint import load_checkpoint, remove_stale_temporaries
+from rnlvideo.checkpoint import load_checkpoint
+from rnlvideo.files import remove_stale_temporaries
 
 WRITER = """
 import sys, torch
-from rnlvideo.engine.checkpoint import save_atomic
+from rnlvideo.files import save_atomic
 path = sys.argv[1]
 step = 0
 while True:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from rnlvideo.config import build_model, compose_config, load_model_weights
+import rnlvideo
+from rnlvideo.config import build_model, compose_config
 from rnlvideo.models import RNLBlock, create_tsm_resnet
 from rnlvideo.models.official import OfficialCheckpointError, convert_official_state_dict
 from rnlvideo.models.reference import ReferenceRNLBlock
@@ -180,9 +181,7 @@ def demo_overrides(placement: str) -> list[str]:
 
 
 def our_model(overrides: list[str]) -> nn.Module:
-    cfg = compose_config(overrides)
-    cfg.model.weights = None
-    return build_model(cfg)
+    return build_model(compose_config(overrides), load_weights=False)
 
 
 @pytest.mark.parametrize(
@@ -279,14 +278,17 @@ def test_cli_writes_a_checkpoint_of_ours(tmp_path):
     convert_official.main([str(source), str(destination), *overrides])
 
     stored = torch.load(destination, weights_only=True)
-    assert stored["overrides"] == [*overrides, "model.weights=null"]
+    assert stored["config"]["overrides"] == [*overrides, "model.weights=null"]
     assert stored["source"] == {
         "path": str(source),
         "format": "official TSM / RNL release",
         **wrapped,
     }
-    model = our_model(stored["overrides"])
-    load_model_weights(model, destination)
+    model = rnlvideo.load_model(destination)  # from the file alone
+    expected = our_model(stored["config"]["overrides"])
+    expected.load_state_dict(convert_official_state_dict(official_state(official), expected))
+    clip = torch.randn(2, 3, SEGMENTS, 32, 32)
+    torch.testing.assert_close(model(clip), expected.eval()(clip))
 
 
 def test_cli_needs_trust_for_pickled_objects(tmp_path):

@@ -10,10 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from rnlvideo.checkpoint import load_checkpoint
 from rnlvideo.engine import checkpoint as ckpt
 from rnlvideo.engine.metrics import classification_metrics, confusion_matrix, topk_correct
 from rnlvideo.engine.optim import create_scheduler, create_sgd
 from rnlvideo.engine.samplers import ResumableDistributedSampler, ShardedEvalSampler
+from rnlvideo.files import save_atomic
 
 
 class TinyNet(nn.Module):
@@ -102,9 +104,9 @@ def test_metrics() -> None:
 
 def test_atomic_save_and_weights_only_load(tmp_path) -> None:
     path = tmp_path / "last.pt"
-    ckpt.save_atomic({"a": torch.arange(3), "meta": {"epoch": 2}}, path)
-    ckpt.save_atomic({"a": torch.arange(4), "meta": {"epoch": 3}}, path)
-    state = ckpt.load_checkpoint(path)
+    save_atomic({"a": torch.arange(3), "meta": {"epoch": 2}}, path)
+    save_atomic({"a": torch.arange(4), "meta": {"epoch": 3}}, path)
+    state = load_checkpoint(path)
     assert state["meta"]["epoch"] == 3 and state["a"].tolist() == [0, 1, 2, 3]
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
@@ -113,24 +115,27 @@ def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path) -> Non
     random.seed(1)
     np.random.seed(2)
     torch.manual_seed(3)
-    ckpt.save_atomic({"rng": ckpt.capture_rng_state()}, tmp_path / "rng.pt")
+    save_atomic({"rng": ckpt.capture_rng_state()}, tmp_path / "rng.pt")
     expected = (random.random(), np.random.rand(), torch.rand(2))
     random.seed(9)
     np.random.seed(9)
     torch.manual_seed(9)
-    ckpt.restore_rng_state(ckpt.load_checkpoint(tmp_path / "rng.pt")["rng"])
+    ckpt.restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
     got = (random.random(), np.random.rand(), torch.rand(2))
     assert got[0] == expected[0] and got[1] == expected[1]
     assert torch.equal(got[2], expected[2])
 
 
-def test_prune_keeps_newest_epoch_checkpoints(tmp_path) -> None:
-    for epoch in (1, 2, 3, 10):
+def test_prune_keeps_the_newest_epoch_checkpoints_this_run_wrote(tmp_path) -> None:
+    for epoch in (1, 2, 3, 7, 10):
         (tmp_path / ckpt.epoch_checkpoint_name(epoch)).write_bytes(b"x")
     (tmp_path / "last.pt").write_bytes(b"x")
-    ckpt.prune_epoch_checkpoints(tmp_path, keep=2)
+    written = [ckpt.epoch_checkpoint_name(e) for e in (1, 2, 3, 10)]  # epoch 7: another run's
+    kept = ckpt.prune_epoch_checkpoints(tmp_path, written, keep=2)
+    assert kept == ["epoch_0003.pt", "epoch_0010.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "epoch_0003.pt",
+        "epoch_0007.pt",
         "epoch_0010.pt",
         "last.pt",
     ]

@@ -15,10 +15,12 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from rnlvideo.config import build_dataset, build_model, compose_config
+from rnlvideo.checkpoint import checkpoint_metadata
+from rnlvideo.config import ConfigError, build_model, compose_config, portable_config
 from rnlvideo.data import read_categories
-from rnlvideo.engine.evaluation import describe_protocol, view_scores
+from rnlvideo.engine.evaluation import build_test_dataset, describe_protocol, view_scores
 from rnlvideo.engine.reports import CONFUSION_DPI, CONFUSION_FIGURE_INCHES
+from rnlvideo.files import save_atomic
 from tests.conftest import tiny_run_overrides
 from tools import test as test_tool
 
@@ -27,17 +29,21 @@ NUM_VAL_VIDEOS = 12  # tiny_dataset: 12 classes x 1 validation video
 
 
 def save_checkpoint(path: Path, overrides: list[str], seed: int = 0) -> Path:
-    """An untrained model saved like the trainer saves one: weights, overrides, progress.
+    """An untrained model saved like the trainer saves one: weights, config, class names.
 
     The classifier gets a large random init so that predictions differ between videos.
     """
     torch.manual_seed(seed)
-    model = build_model(compose_config(overrides))
+    cfg = compose_config(overrides)
+    model = build_model(cfg)
     nn.init.normal_(model.head.fc.weight, std=0.5)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"model": model.state_dict(), "overrides": overrides, "progress": {"epoch": 1}}, path
-    )
+    names = read_categories(Path(cfg.data.category_file))
+    state = {
+        "model": model.state_dict(),
+        "progress": {"epoch": 1},
+        **checkpoint_metadata(portable_config(cfg), names),
+    }
+    save_atomic(state, path)
     return path
 
 
@@ -64,23 +70,32 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 )
 def test_protocols_give_their_views(tiny_dataset, tmp_path, overrides, views, size, sampling):
     cfg = compose_config(tiny_run_overrides(tiny_dataset, tmp_path, *overrides))
-    clip, label = build_dataset(cfg, "test")[0]
+    clip, label = build_test_dataset(cfg)[0]
     expected = (3, 4, size, size) if views == 1 else (views, 3, 4, size, size)
     assert tuple(clip.shape) == expected
     protocol = describe_protocol(
         cfg.protocol.clips, cfg.protocol.crops, 32, 37, cfg.protocol.sampling
     )
     assert protocol["views"] == views and protocol["sampling"] == sampling
-    assert cfg.data.test_views == f"{cfg.protocol.clips}x{cfg.protocol.crops}"
 
 
 @pytest.mark.parametrize(
-    "overrides", [["protocol.crops=2"], ["protocol.sampling=twice"], ["protocol.clips=0"]]
+    ("overrides", "message"),
+    [
+        (["protocol.crops=2"], r"protocol.crops=2: expected one of 1, 3"),
+        (["protocol.clips=0"], r"protocol.clips=0: expected a value >= 1"),
+        (["protocol.sampling=uniform"], r"protocol.sampling='uniform': expected one of"),
+    ],
 )
-def test_invalid_protocols_are_rejected(tiny_dataset, tmp_path, overrides):
-    cfg = compose_config(tiny_run_overrides(tiny_dataset, tmp_path, *overrides))
-    with pytest.raises(Exception, match="crops|clips|num_clips"):
-        build_dataset(cfg, "test")
+def test_invalid_protocols_are_rejected_at_composition(tiny_dataset, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose_config(tiny_run_overrides(tiny_dataset, tmp_path, *overrides))
+
+
+def test_a_sampling_that_gives_another_clip_count_is_rejected(tiny_dataset, tmp_path):
+    overrides = tiny_run_overrides(tiny_dataset, tmp_path, "protocol.sampling=twice")
+    with pytest.raises(ValueError, match="does not give protocol.clips=1 clips"):
+        build_test_dataset(compose_config(overrides))
 
 
 def test_view_scores_average_views_in_chunks() -> None:

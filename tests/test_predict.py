@@ -13,10 +13,9 @@ from torch.utils.data import Subset
 from rnlvideo.analysis.checkpoints import load_trained_model
 from rnlvideo.analysis.classify import classify_video
 from rnlvideo.analysis.single_video import frame_files
-from rnlvideo.config import build_dataset
 from rnlvideo.data import load_frame, read_categories
 from rnlvideo.engine.distributed import init_distributed
-from rnlvideo.engine.evaluation import predict_dataset
+from rnlvideo.engine.evaluation import build_test_dataset, predict_dataset
 from tests.conftest import tiny_run_overrides
 from tests.test_evaluation import save_checkpoint
 from tools import predict as predict_tool
@@ -40,7 +39,7 @@ def test_predict_matches_the_evaluation_of_that_video(checkpoint, tiny_dataset, 
         assert entry.name == names[entry.index] and entry.name in line
 
     trained = load_trained_model(checkpoint, [f"protocol={protocol}"])
-    dataset = build_dataset(trained.cfg, "test")
+    dataset = build_test_dataset(trained.cfg)
     assert dataset.records[0].path == "4"
     first_video = Subset(dataset, [0])
     preds = predict_dataset(trained.model, first_video, init_distributed("cpu"), 1, 0)

@@ -233,7 +233,7 @@ def build_training_model(overrides: list[str], frames: int, device: torch.device
     cfg = compose_config(
         ["+experiment=rnl_sthv1", f"data.num_segments={frames}", "model.weights=null", *overrides]
     )
-    return build_model(cfg).to(device).train()
+    return build_model(cfg, load_weights=False).to(device).train()
 
 
 def measure_training(args: argparse.Namespace, overrides: list[str], frames: int) -> dict:

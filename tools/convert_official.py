@@ -7,9 +7,10 @@
 
 The Hydra overrides configure the target architecture (nothing is inferred from the file); every
 official key must find its place in it and every model key must be filled, else the tool stops
-and lists the keys that do not match, both ways. DST holds ``{"model": state dict, "overrides":
-[...], "source": {...}}``: ``tools/test.py ckpt=DST`` rebuilds the model with the stored
-overrides (plus ``model.weights=null``: the backbone's ImageNet weights are not needed).
+and lists the keys that do not match, both ways. DST is a self-contained checkpoint of ours (the
+converted weights, the config and class names, ``source``: where it came from), so
+``tools/test.py ckpt=DST`` and ``rnlvideo.load_model(DST)`` rebuild the model from the file
+alone (``model.weights=null`` is stored: the backbone's ImageNet weights are not needed).
 SRC is read with ``torch.load(weights_only=True)``; ``--trust-source`` allows full unpickling
 (which can run code from the file) for release files that need it.
 """
@@ -21,8 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnlvideo.config import build_model, compose_config  # noqa: E402
-from rnlvideo.engine.checkpoint import save_atomic  # noqa: E402
+from rnlvideo.checkpoint import checkpoint_metadata  # noqa: E402
+from rnlvideo.config import build_model, compose_config, portable_config  # noqa: E402
+from rnlvideo.engine.reports import class_names_for  # noqa: E402
+from rnlvideo.files import save_atomic  # noqa: E402
 from rnlvideo.models.official import (  # noqa: E402
     OfficialCheckpointError,
     convert_official_state_dict,
@@ -66,14 +69,14 @@ def convert(source: Path, destination: Path, overrides: list[str], trust_source:
     """Convert ``source`` for the model ``overrides`` configure and write ``destination``."""
     overrides = stored_overrides(overrides)
     cfg = compose_config(overrides)
-    cfg.model.weights = None  # the checkpoint provides every weight
-    model = build_model(cfg)
+    model = build_model(cfg, load_weights=False)  # the checkpoint provides every weight
     official, metadata = read_official_checkpoint(source, trust_source=trust_source)
     state = convert_official_state_dict(official, model)
     model.load_state_dict(state, strict=True)
+    names = class_names_for(cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file)
     checkpoint = {
         "model": state,
-        "overrides": overrides,
+        **checkpoint_metadata(portable_config(cfg), names),
         "source": {"path": str(source), "format": "official TSM / RNL release", **metadata},
     }
     save_atomic(checkpoint, destination)

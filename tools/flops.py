@@ -50,9 +50,8 @@ def cost_lines(ours: list[CostRow], release: list[CostRow] | None) -> list[list[
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     cfg = compose_config(args.overrides)
-    cfg.model.weights = None
     with torch.device(args.device):
-        model = build_model(cfg)
+        model = build_model(cfg, load_weights=False)
     model.eval()
     input_size = int(cfg.data.input_size)
     ours = tsm_resnet_cost(model, input_size)

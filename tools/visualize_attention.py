@@ -21,7 +21,7 @@ from rnlvideo.analysis.attention import attention_maps  # noqa: E402
 from rnlvideo.analysis.attention_plot import save_attention_png  # noqa: E402
 from rnlvideo.analysis.checkpoints import load_trained_model  # noqa: E402
 from rnlvideo.analysis.single_video import config_views  # noqa: E402
-from rnlvideo.analysis.tool_args import split_tool_args  # noqa: E402
+from rnlvideo.analysis.tool_args import TRUST_FLAG, split_tool_args  # noqa: E402
 
 USAGE = (
     "usage: python tools/visualize_attention.py ckpt=PATH video=PATH [block=layer2_0] "
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> Path:
     own, overrides = split_tool_args(argv, ("ckpt", "video", "block", "queries", "out"))
     if "ckpt" not in own or "video" not in own:
         sys.exit(USAGE)
-    trained = load_trained_model(own["ckpt"], overrides)
+    trained = load_trained_model(own["ckpt"], overrides, trust_code=TRUST_FLAG in own)
     clip = config_views(own["video"], trained.cfg, single_view=True)[0]  # (C, T, H, W)
     queries = own.get("queries")
     maps = attention_maps(trained.model, clip, block=own.get("block"), queries=queries)

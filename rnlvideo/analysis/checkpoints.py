@@ -1,4 +1,9 @@
-"""A trained model rebuilt from one of our checkpoints and the overrides stored in it."""
+"""A trained model rebuilt from a checkpoint alone: its stored config, weights and class names.
+
+Nothing is read from ``configs/`` and nothing is downloaded: the stored config is validated
+(keys, types, value rules, allowed ``_target_`` builders) before anything is instantiated, and
+the weights come from the file.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +14,61 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch import nn
 
-from rnlvideo.config import build_model, compose_config
-from rnlvideo.engine.checkpoint import load_checkpoint, model_state_from
+from rnlvideo.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_state_from,
+    stored_class_names,
+    stored_config,
+)
+from rnlvideo.config import apply_overrides, build_model, validate_config
+from rnlvideo.engine.reports import class_names_for
 
 
 @dataclass
 class TrainedModel:
-    """``model`` with ``path``'s weights, built from ``cfg``; ``epoch``: epochs it trained."""
+    """``model`` (eval mode) with ``path``'s weights, built from ``cfg``.
 
-    path: Path
+    ``epoch``: epochs it trained; ``class_names``: one name per output (the class indices
+    when the checkpoint stores none and no category file is found).
+    """
+
+    path: Path | None
     cfg: DictConfig
     model: nn.Module
     epoch: int
+    class_names: list[str]
 
 
-def load_trained_model(path: str | Path, overrides: Sequence[str] = ()) -> TrainedModel:
-    """Rebuild a checkpoint's model with the overrides it was trained with, then ``overrides``.
+def load_trained_model(
+    path: str | Path, overrides: Sequence[str] = (), trust_code: bool = False
+) -> TrainedModel:
+    """Rebuild a checkpoint's model from the config stored in it.
 
-    The command-line ``overrides`` come last, so they win (e.g. ``protocol=2x3``, ``data.root``).
-    The checkpoint is read once, onto the CPU.
+    Args:
+        path: a checkpoint written by rnlvideo (format 1 or 2).
+        overrides: ``key=value`` changes of the stored config (``data.root=...``,
+            ``protocol=2x3``, ``eval.batch_size=4``); see :func:`rnlvideo.config.apply_overrides`.
+        trust_code: allow ``_target_`` names outside rnlvideo's builders. Never for files
+            from someone else: a config names the code that builds the model.
+
+    Raises:
+        CheckpointError: the file is unreadable, holds no config or its weights do not fit.
+        ConfigError: the stored config (or an override) is invalid or names untrusted code.
     """
     path = Path(path)
     state = load_checkpoint(path)
-    stored = [o for o in state.get("overrides", []) if not o.startswith("ckpt=")]
-    cfg = compose_config([*stored, *overrides])
-    model = build_model(cfg)
-    model.load_state_dict(model_state_from(state))
+    cfg = validate_config(stored_config(state, path), trust_code=trust_code, stored=True)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, trust_code=trust_code)
+    model = build_model(cfg, load_weights=False)
+    try:
+        model.load_state_dict(model_state_from(state))
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: the weights do not fit its config's model: {err}") from None
     model.eval()
+    names = stored_class_names(state) or class_names_for(
+        cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
+    )
     epoch = int(state.get("progress", {}).get("epoch", 0))
-    return TrainedModel(path=path, cfg=cfg, model=model, epoch=epoch)
+    return TrainedModel(path=path, cfg=cfg, model=model, epoch=epoch, class_names=names)

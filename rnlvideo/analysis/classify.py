@@ -11,12 +11,11 @@ from rnlvideo.analysis.checkpoints import TrainedModel
 from rnlvideo.analysis.single_video import config_views
 from rnlvideo.engine.distributed import resolve_device
 from rnlvideo.engine.evaluation import view_scores
-from rnlvideo.engine.reports import class_names_for
 
 
 @dataclass(frozen=True)
 class ClassScore:
-    """A class of the model (index, name from ``category.txt``) and its probability."""
+    """A class of the model (index, name) and its probability."""
 
     index: int
     name: str
@@ -25,9 +24,11 @@ class ClassScore:
 
 @torch.no_grad()
 def classify_video(
-    trained: TrainedModel, path: str | Path, topk: int = 5
+    trained: TrainedModel, video: str | Path | torch.Tensor, topk: int = 5
 ) -> tuple[list[ClassScore], int]:
-    """The ``topk`` most probable classes of the video at ``path`` and the number of views.
+    """The ``topk`` most probable classes of ``video`` and the number of views.
+
+    ``video``: a frame folder, a video file or uint8 frames ``(num_frames, 3, H, W)``.
 
     The video is sampled and cropped by the config's test protocol (``protocol=1x1`` by
     default: one clip, centre crop). Probabilities are the softmax of the view-averaged logits,
@@ -35,11 +36,11 @@ def classify_video(
     """
     cfg, model = trained.cfg, trained.model
     device = resolve_device(cfg.train.device)
-    views = config_views(path, cfg)  # (V, C, T, H, W)
+    views = config_views(video, cfg)  # (V, C, T, H, W)
     model.eval().to(device)
     scores = view_scores(model, views.unsqueeze(0).to(device), cfg.eval.softmax)[0].cpu()
     probabilities = scores if cfg.eval.softmax else scores.softmax(dim=0)
-    names = class_names_for(cfg.data.val.list_file, scores.numel(), cfg.data.get("category_file"))
+    names = trained.class_names
     top = probabilities.topk(min(topk, scores.numel()))
     ranked = [
         ClassScore(index, names[index], probability)

@@ -28,12 +28,22 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
 
 
-def read_clip(path: str | Path, offsets_for: Callable[[int], np.ndarray]) -> torch.Tensor:
-    """The frames at ``offsets_for(number of frames)`` of a frame folder or video file.
+def read_clip(
+    video: str | Path | torch.Tensor, offsets_for: Callable[[int], np.ndarray]
+) -> torch.Tensor:
+    """The frames at ``offsets_for(number of frames)`` of a video.
 
-    Returns uint8 ``(len(offsets), 3, H, W)``. Video files are decoded with decord.
+    ``video`` is a frame folder, a video file (decoded with decord) or every frame of the video
+    as a uint8 tensor ``(num_frames, 3, H, W)``. Returns uint8 ``(len(offsets), 3, H, W)``.
     """
-    path = Path(path)
+    if isinstance(video, torch.Tensor):
+        if video.dtype != torch.uint8 or video.ndim != 4 or video.shape[1] != 3:
+            raise ValueError(
+                f"expected a video as uint8 frames (num_frames, 3, H, W), got "
+                f"{video.dtype} {tuple(video.shape)}"
+            )
+        return video[torch.from_numpy(offsets_for(len(video)))]
+    path = Path(video)
     if not path.exists():
         raise FileNotFoundError(f"video not found: {path}")
     if not path.is_dir():
@@ -47,7 +57,7 @@ def read_clip(path: str | Path, offsets_for: Callable[[int], np.ndarray]) -> tor
 
 
 def video_views(
-    path: str | Path,
+    video: str | Path | torch.Tensor,
     num_segments: int,
     input_size: int,
     scale_size: int,
@@ -59,23 +69,26 @@ def video_views(
 ) -> torch.Tensor:
     """The ``clips x crops`` test views of one video: ``(clips * crops, C, T, S, S)`` float32.
 
-    Arguments as :func:`rnlvideo.engine.evaluation.protocol_dataset`'s.
+    ``video``: as for :func:`read_clip`; the other arguments as
+    :func:`rnlvideo.engine.evaluation.protocol_dataset`'s.
     """
     mode = resolve_sampling(sampling, clips, val_sampling)
-    frames = read_clip(path, lambda n: sample_offsets(mode, n, num_segments, None, clips))
+    frames = read_clip(video, lambda n: sample_offsets(mode, n, num_segments, None, clips))
     transform = protocol_transform(crops, input_size, scale_size, crop_size)
     clip = transform(frames, np.random.default_rng(0))  # test transforms draw nothing
     return arrange_views(clip, clips, num_segments).contiguous()
 
 
-def config_views(path: str | Path, cfg: DictConfig, single_view: bool = False) -> torch.Tensor:
+def config_views(
+    video: str | Path | torch.Tensor, cfg: DictConfig, single_view: bool = False
+) -> torch.Tensor:
     """:func:`video_views` with the data config and test protocol of ``cfg``.
 
     ``single_view`` forces one clip and one centre crop (the validation view).
     """
     protocol = cfg.protocol
     return video_views(
-        path,
+        video,
         num_segments=cfg.data.num_segments,
         input_size=cfg.data.input_size,
         scale_size=cfg.data.scale_size,

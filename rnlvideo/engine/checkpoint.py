@@ -1,82 +1,33 @@
-"""Atomic checkpoint files, RNG-state capture and checkpoint rotation."""
+"""Training-state pieces of checkpoints: RNG states, epoch-file rotation, fine-tuning weights.
+
+File writing and reading live in :mod:`rnlvideo.files` and :mod:`rnlvideo.checkpoint`.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from rnlvideo.checkpoint import CheckpointError, load_checkpoint, model_state_from
 
 logger = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
-_EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
+EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
+CLASSIFIER_PREFIX = "head.fc."
 
 
-def save_atomic(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` so that ``path`` is always either the old or the complete new file.
-
-    The bytes go to a temporary file in the same directory, are flushed and fsynced, and the
-    file is renamed over ``path``; the directory is fsynced so the rename survives a crash.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def link_atomic(source: str | Path, path: str | Path) -> None:
-    """Make ``path`` another name of the complete file ``source`` (no second write).
-
-    A hard link to a temporary name, renamed over ``path``. Later atomic saves replace
-    ``source`` by a new file, so ``path`` keeps the content it had now.
-    """
-    source, path = Path(source), Path(path)
-    tmp = path.with_name(f".{path.name}.link.tmp")
-    tmp.unlink(missing_ok=True)
-    os.link(source, tmp)
-    os.replace(tmp, path)
-
-
-def remove_stale_temporaries(run_dir: str | Path) -> None:
-    """Delete temporary files left by a writer that was killed mid-write."""
-    for tmp in Path(run_dir).glob(".*.pt.*.tmp"):
-        tmp.unlink(missing_ok=True)
-        logger.info("removed an incomplete checkpoint write: %s", tmp.name)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU with ``weights_only=True`` (no arbitrary unpickling)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def model_state_from(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model weights of one of our checkpoints, or of a bare state dict."""
-    state = checkpoint.get("model", checkpoint)
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -117,18 +68,42 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def epoch_checkpoint_name(epoch: int) -> str:
-    return f"epoch_{epoch:04d}.pt"
+def prune_epoch_checkpoints(run_dir: str | Path, written: Sequence[str], keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` epoch files among ``written`` (this run's own).
+
+    Files of ``run_dir`` that this run did not write are never touched. Returns the names
+    still kept (``keep <= 0`` keeps all).
+    """
+    if keep <= 0 or len(written) <= keep:
+        return list(written)
+    ordered = sorted(written, key=lambda name: int(EPOCH_FILE.fullmatch(name).group(1)))
+    for name in ordered[:-keep]:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+        logger.info("removed old checkpoint %s", name)
+    return ordered[-keep:]
 
 
-def prune_epoch_checkpoints(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` ``epoch_XXXX.pt`` files (``keep <= 0`` keeps all)."""
-    if keep <= 0:
-        return
-    files = sorted(
-        (p for p in Path(run_dir).glob("epoch_*.pt") if _EPOCH_FILE.fullmatch(p.name)),
-        key=lambda p: int(_EPOCH_FILE.fullmatch(p.name).group(1)),
-    )
-    for old in files[:-keep]:
-        old.unlink()
-        logger.info("removed old checkpoint %s", old)
+def load_finetune_weights(model: nn.Module, path: str | Path) -> None:
+    """Load the weights of a checkpoint (or a bare state dict) to fine-tune from.
+
+    A classifier whose shape differs (another number of classes) keeps its fresh
+    initialisation; every other weight must fit, else CheckpointError lists the keys.
+    """
+    state = model_state_from(load_checkpoint(path))
+    own = model.state_dict()
+    dropped = [
+        k
+        for k, v in state.items()
+        if k.startswith(CLASSIFIER_PREFIX) and k in own and own[k].shape != v.shape
+    ]
+    for key in dropped:
+        del state[key]
+    if dropped:
+        logger.info("classifier re-initialised (shape differs): %s", ", ".join(dropped))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in dropped]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match the configured model; "
+            f"missing {missing}, unexpected {unexpected}"
+        )

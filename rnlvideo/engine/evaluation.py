@@ -16,17 +16,19 @@ from typing import Any
 
 import torch
 from hydra.utils import get_method
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from rnlvideo.config import check_dataset_on_disk
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.data.sampling import clips_per_sample
 from rnlvideo.data.transforms import Compose, three_crop_transform, val_transform
 from rnlvideo.engine.distributed import DistContext, all_gather_objects
 from rnlvideo.engine.loaders import make_eval_loader
 from rnlvideo.engine.metrics import classification_metrics
+from rnlvideo.engine.progress import interactive
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ def protocol_dataset(
     sampling: str = "auto",
     crop_size: int | None = None,
 ) -> Dataset:
-    """The test split under a ``clips x crops`` protocol (``configs/protocol/``).
+    """The test split under a ``clips x crops`` protocol (``protocol.*``).
 
     ``base`` is a dataset config node (``data.val``: ``_target_`` and keyword arguments); the
     dataset is built from it with ``root`` and ``list_file``, the protocol's sampling and
@@ -137,7 +139,7 @@ def describe_protocol(
     crop_size: int | None = None,
     val_sampling: str = "tsn_val",
 ) -> dict[str, int | str]:
-    """The protocol as recorded in evaluation outputs (arguments: ``configs/protocol/``).
+    """The protocol as recorded in evaluation outputs (arguments: ``protocol.*``).
 
     ``name`` is ``"<clips>x<crops>"``, suffixed with the sampling mode when it is not the
     automatic choice and with the crop size when it is set explicitly.
@@ -157,6 +159,36 @@ def describe_protocol(
         "scale_size": scale_size,
         "crop_size": protocol_crop_size(crops, input_size, scale_size, crop_size),
     }
+
+
+def build_test_dataset(cfg: DictConfig) -> Dataset:
+    """The test split of ``cfg``: ``data.val``'s videos under the protocol ``cfg.protocol``."""
+    check_dataset_on_disk(cfg, "val")
+    protocol = cfg.protocol
+    return protocol_dataset(
+        base=cfg.data.val,
+        root=cfg.data.val.root,
+        list_file=cfg.data.val.list_file,
+        input_size=cfg.data.input_size,
+        scale_size=cfg.data.scale_size,
+        clips=protocol.clips,
+        crops=protocol.crops,
+        sampling=protocol.sampling,
+        crop_size=protocol.crop_size,
+    )
+
+
+def protocol_of(cfg: DictConfig) -> dict[str, int | str]:
+    """:func:`describe_protocol` of ``cfg.protocol`` with ``cfg``'s data settings."""
+    return describe_protocol(
+        clips=cfg.protocol.clips,
+        crops=cfg.protocol.crops,
+        input_size=cfg.data.input_size,
+        scale_size=cfg.data.scale_size,
+        sampling=cfg.protocol.sampling,
+        crop_size=cfg.protocol.crop_size,
+        val_sampling=cfg.data.val.sampling,
+    )
 
 
 # ------------------------------------------------------------------------------ inference
@@ -254,7 +286,7 @@ def predict_dataset(
         ctx.device,
         amp=amp,
         softmax=softmax,
-        show_progress=ctx.is_main,
+        show_progress=ctx.is_main and interactive(),
         max_clips=max_clips,
         device_transform=getattr(dataset, "device_transform", None),
     )

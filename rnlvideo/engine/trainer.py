@@ -7,39 +7,70 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
-from rnlvideo.config import build_dataset, build_model, load_model_weights
+from rnlvideo.checkpoint import (
+    CheckpointError,
+    checkpoint_metadata,
+    load_checkpoint,
+    model_state_from,
+    stored_config,
+)
+from rnlvideo.config import build_dataset, build_model, portable_config
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.engine import checkpoint as ckpt
 from rnlvideo.engine.distributed import (
     DistContext,
     all_gather_objects,
     all_reduce_sum,
-    barrier,
     broadcast_object,
+    call_on_main,
 )
-from rnlvideo.engine.evaluation import autocast_context, evaluate_dataset, predict_dataset
+from rnlvideo.engine.evaluation import (
+    autocast_context,
+    build_test_dataset,
+    evaluate_dataset,
+    predict_dataset,
+    protocol_of,
+)
 from rnlvideo.engine.loaders import make_loader
 from rnlvideo.engine.metrics import classification_metrics, topk_correct
+from rnlvideo.engine.preemption import Preempted, StopSignals
+from rnlvideo.engine.progress import EpochProgress
 from rnlvideo.engine.reports import class_names_for, video_names, write_evaluation_report
+from rnlvideo.engine.run_dir import (
+    RunDirectoryError,
+    RunLock,
+    config_changes,
+    existing_checkpoints,
+    is_resumable_change,
+    resume_candidates,
+)
 from rnlvideo.engine.samplers import ResumableDistributedSampler
+from rnlvideo.files import link_atomic, remove_stale_temporaries, save_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite and ``train.nonfinite`` is ``raise``."""
+
+
+class ResumeRefusedError(RuntimeError):
+    """Resuming would continue a run under other settings; the message lists the changes."""
+
+
+RESUME_MODES = ("auto", "never", "force", "overwrite")
 
 
 @dataclass
@@ -51,6 +82,8 @@ class Progress:
     global_step: int = 0  # optimiser steps taken
     best_top1: float = -1.0
     skipped_steps: int = 0
+    pending_validation: bool = False  # saved after an epoch, before its validation ran
+    epoch_files: list[str] = field(default_factory=list)  # epoch_XXXX.pt this run wrote
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
@@ -86,7 +119,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 class Trainer:
-    """Trains ``cfg.model`` on ``cfg.data`` in ``run_dir`` (options: ``train`` in config.yaml)."""
+    """Trains ``cfg.model`` on ``cfg.data`` in ``run_dir`` (options: ``train`` in config.yaml).
+
+    The run directory belongs to one run at a time (:class:`RunLock`). ``train.resume``:
+    ``auto`` continues from the newest loadable checkpoint of ``run_dir`` after checking that
+    the config did not change in ways that would silently make another run
+    (:func:`rnlvideo.engine.run_dir.is_resumable_change`); ``force`` continues anyway;
+    ``never`` refuses a directory that holds checkpoints; ``overwrite`` deletes them and starts
+    over; a path resumes from that file (changes are logged). Stop signals write ``last.pt``
+    at the next optimiser step and raise :class:`Preempted`.
+    """
 
     def __init__(self, cfg: DictConfig, ctx: DistContext, run_dir: str | Path) -> None:
         self.cfg = cfg
@@ -94,15 +136,15 @@ class Trainer:
         self.ctx = ctx
         self.device = ctx.device
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if ctx.is_main:
-            ckpt.remove_stale_temporaries(self.run_dir)
-            resolved = OmegaConf.to_yaml(cfg, resolve=True)
-            (self.run_dir / "config_resolved.yaml").write_text(resolved)
+        self._lock: RunLock | None = None
+        resume_from = call_on_main(ctx, self._prepare_run_dir)
         seed_everything(cfg.seed + ctx.rank, self.tcfg.deterministic)
 
         self.train_set = build_dataset(cfg, "train")
         self.val_set = build_dataset(cfg, "val")
+        self.class_names = class_names_for(
+            cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
+        )
         self.train_sampler = ResumableDistributedSampler(
             len(self.train_set), ctx.rank, ctx.world_size, shuffle=True, seed=cfg.seed
         )
@@ -123,10 +165,55 @@ class Trainer:
         )
         self.criterion = nn.CrossEntropyLoss()
         self.progress = Progress()
+        self.signals = StopSignals()
         self.writer = SummaryWriter(self.run_dir / "tb") if ctx.is_main else None
-        self._resume_or_finetune()
+        if resume_from is not None:
+            self._resume(Path(resume_from))
+        elif self.tcfg.finetune_from:
+            ckpt.load_finetune_weights(self.bare_model, self.tcfg.finetune_from)
+            logger.info("fine-tuning from the weights of %s", self.tcfg.finetune_from)
 
     # ----------------------------------------------------------------------------- set-up
+    def _prepare_run_dir(self) -> str | None:
+        """Rank 0: check ``train.resume`` against the directory, lock it, pick the checkpoint.
+
+        Returns the checkpoint to resume from (None: a new run). ``never`` on a directory
+        with checkpoints fails before anything is written.
+        """
+        mode = self.tcfg.resume
+        found = existing_checkpoints(self.run_dir) if self.run_dir.is_dir() else []
+        if mode == "never" and found:
+            raise RunDirectoryError(
+                f"{self.run_dir} holds checkpoints of an earlier run "
+                f"({', '.join(p.name for p in found)}) and train.resume=never: nothing was "
+                "touched. Continue that run with train.resume=auto, replace it with "
+                "train.resume=overwrite, or choose another output_dir."
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(self.run_dir)
+        remove_stale_temporaries(self.run_dir)
+        if mode == "overwrite":
+            for path in found:
+                path.unlink()
+                logger.warning("train.resume=overwrite: deleted %s", path)
+        write_text_atomic(
+            self.run_dir / "config_resolved.yaml", OmegaConf.to_yaml(self.cfg, resolve=True)
+        )
+        if mode in ("never", "overwrite"):
+            return None
+        if mode not in RESUME_MODES:
+            if not Path(mode).is_file():
+                raise FileNotFoundError(f"train.resume={mode}: no such checkpoint file")
+            return mode
+        for path in resume_candidates(self.run_dir):
+            try:
+                load_checkpoint(path)
+            except CheckpointError as err:
+                logger.warning("%s; falling back to an older checkpoint", err)
+                continue
+            return str(path)
+        return None
+
     def _build_model(self) -> nn.Module:
         model = build_model(self.cfg)
         if self.tcfg.freeze_bn:
@@ -154,13 +241,9 @@ class Trainer:
         return lr
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        from hydra.utils import instantiate
-
         return instantiate(self.cfg.optim, model=self.bare_model, lr=self._base_lr())
 
     def _instantiate_scheduler(self):
-        from hydra.utils import instantiate
-
         return instantiate(
             self.cfg.schedule,
             optimizer=self.optimizer,
@@ -168,27 +251,88 @@ class Trainer:
             epochs=self.tcfg.epochs,
         )
 
-    def _resume_or_finetune(self) -> None:
-        resume = self.tcfg.resume
-        last = self.run_dir / ckpt.LAST
-        if resume == "auto":
-            path = last if last.is_file() else None
-        elif resume in (None, False, "never"):
-            path = None
-        else:
-            path = Path(resume)
-        if path is not None:
-            self.load_training_state(ckpt.load_checkpoint(path))
-            logger.info(
-                "resumed from %s at epoch %d, batch %d (step %d)",
-                path,
-                self.progress.epoch,
-                self.progress.batch_in_epoch,
-                self.progress.global_step,
+    def batch_layout(self) -> dict[str, int]:
+        """How a step's batch is split: per process x processes x accumulation = total."""
+        return {
+            "batch_size": int(self.tcfg.batch_size),
+            "world_size": self.ctx.world_size,
+            "accumulate_steps": self.accumulate,
+            "total_batch_size": int(self.tcfg.batch_size) * self.ctx.world_size * self.accumulate,
+        }
+
+    @staticmethod
+    def _layout_text(layout: dict[str, int]) -> str:
+        return (
+            f"{layout['batch_size']} per process x {layout['world_size']} processes x "
+            f"{layout['accumulate_steps']} accumulation = {layout['total_batch_size']}"
+        )
+
+    # ------------------------------------------------------------------------- resuming
+    def _resume(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        forced = self.tcfg.resume != "auto"  # force, or an explicit checkpoint path
+        self._check_config_unchanged(state, path, forced)
+        self.load_training_state(state)
+        stored_layout = state.get("batch_layout", {})
+        layout = self.batch_layout()
+        stored_total = stored_layout.get("total_batch_size", layout["total_batch_size"])
+        if stored_total != layout["total_batch_size"]:
+            message = (
+                f"{path} was trained with a total batch of {stored_total}, this launch makes "
+                f"{layout['total_batch_size']} ({self._layout_text(layout)})"
             )
-        elif self.tcfg.finetune_from:
-            load_model_weights(self.bare_model, self.tcfg.finetune_from, reinit_classifier=True)
-            logger.info("fine-tuning from the weights of %s", self.tcfg.finetune_from)
+            if not forced:
+                raise ResumeRefusedError(
+                    f"{message}: the optimisation would change. Relaunch with the same total, "
+                    "or pass train.resume=force to continue with the new one."
+                )
+            logger.warning("%s; continuing (train.resume=%s)", message, self.tcfg.resume)
+        moved = {
+            key: (stored_layout.get(key), layout[key])
+            for key in ("batch_size", "world_size")
+            if stored_layout.get(key, layout[key]) != layout[key]
+        }
+        if moved and self.progress.batch_in_epoch:
+            changes = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in moved.items())
+            if not forced:
+                raise ResumeRefusedError(
+                    f"{path} was written in the middle of epoch {self.progress.epoch + 1} with "
+                    f"another batch layout ({changes}); its remaining batches cannot be "
+                    "replayed. Relaunch with the old layout, or pass train.resume=force to "
+                    "restart that epoch from its beginning."
+                )
+            self.progress.batch_in_epoch = 0
+            self.progress.global_step = self.progress.epoch * self.steps_per_epoch
+            self.scheduler.last_epoch = self.progress.global_step - 1
+            self.scheduler.step()  # the lr of the epoch's first step
+            logger.warning(
+                "batch layout changed mid-epoch (%s): epoch %d restarts from its beginning",
+                changes,
+                self.progress.epoch + 1,
+            )
+        logger.info(
+            "resumed from %s at epoch %d, batch %d (step %d)",
+            path,
+            self.progress.epoch,
+            self.progress.batch_in_epoch,
+            self.progress.global_step,
+        )
+
+    def _check_config_unchanged(self, state: dict[str, Any], path: Path, forced: bool) -> None:
+        stored = OmegaConf.to_container(OmegaConf.create(stored_config(state, path)), resolve=True)
+        current = OmegaConf.to_container(self.cfg, resolve=True)
+        changes = [c for c in config_changes(stored, current) if not is_resumable_change(c)]
+        if not changes:
+            return
+        listed = "\n".join(f"  {change}" for change in changes)
+        if not forced:
+            raise ResumeRefusedError(
+                f"{path} was trained with another config; resuming would silently make a "
+                f"different run. Changed keys (stored -> now):\n{listed}\n"
+                "Undo the changes, choose another output_dir, or pass train.resume=force to "
+                "continue with the new settings."
+            )
+        logger.warning("resuming %s with changed settings (stored -> now):\n%s", path, listed)
 
     # ------------------------------------------------------------------------ checkpoints
     def training_state(self) -> dict[str, Any]:
@@ -201,12 +345,12 @@ class Trainer:
             "progress": asdict(self.progress),
             "rng": rng_states,
             "world_size": self.ctx.world_size,
-            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
-            "overrides": list(self.cfg.get("overrides", [])),
+            "batch_layout": self.batch_layout(),
+            **checkpoint_metadata(portable_config(self.cfg), self.class_names),
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        self.bare_model.load_state_dict(ckpt.model_state_from(state))
+        self.bare_model.load_state_dict(model_state_from(state))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -218,70 +362,114 @@ class Trainer:
             logger.warning("world size changed since the checkpoint: RNG streams are re-seeded")
 
     def save(self, names: list[str]) -> None:
-        """Write the current state under each of ``names`` (rank 0 writes; all ranks wait)."""
+        """Write the current state under each of ``names``; rank 0 writes, every rank waits.
+
+        A failed write stops every rank with rank 0's error (no rank is left waiting).
+        """
+        epoch_files = [n for n in names if ckpt.EPOCH_FILE.fullmatch(n)]
+        self.progress.epoch_files = [
+            *(n for n in self.progress.epoch_files if n not in epoch_files),
+            *epoch_files,
+        ]
         state = self.training_state()
-        if self.ctx.is_main:
-            first, *others = names
-            ckpt.save_atomic(state, self.run_dir / first)
-            for name in others:
-                ckpt.link_atomic(self.run_dir / first, self.run_dir / name)
-            ckpt.prune_epoch_checkpoints(self.run_dir, self.tcfg.keep_last_epochs)
-        barrier()
+        call_on_main(self.ctx, lambda: self._write(state, names))
+        keep = self.tcfg.keep_last_epochs
+        if keep > 0:
+            self.progress.epoch_files = self.progress.epoch_files[-keep:]
+
+    def _write(self, state: dict[str, Any], names: list[str]) -> None:
+        first, *others = names
+        save_atomic(state, self.run_dir / first)
+        for name in others:
+            link_atomic(self.run_dir / first, self.run_dir / name)
+        ckpt.prune_epoch_checkpoints(
+            self.run_dir, self.progress.epoch_files, self.tcfg.keep_last_epochs
+        )
 
     # ----------------------------------------------------------------------------- training
     def fit(self) -> dict[str, float]:
-        """Train the remaining epochs, then evaluate; returns the final metrics."""
-        loader_seed = self.cfg.seed * 1000003
-        while self.progress.epoch < self.tcfg.epochs:
-            epoch = self.progress.epoch
-            self.train_sampler.set_epoch(
-                epoch, start=self.progress.batch_in_epoch * self.tcfg.batch_size
-            )
-            if hasattr(self.train_set, "set_epoch"):
-                self.train_set.set_epoch(epoch)
-            loader = make_loader(
-                self.train_set,
-                self.train_sampler,
-                self.tcfg.batch_size,
-                self.tcfg.num_workers,
-                drop_last=True,
-                seed=loader_seed + epoch,
-            )
-            self.train_one_epoch(loader)
-            self.progress.epoch += 1
-            self.progress.batch_in_epoch = 0
-            names = [ckpt.LAST]
-            every = self.tcfg.checkpoint_every_epochs
-            if every and self.progress.epoch % every == 0:
-                names.append(ckpt.epoch_checkpoint_name(self.progress.epoch))
-            last_epoch = self.progress.epoch == self.tcfg.epochs
-            if self.tcfg.eval_every_epochs and (
-                self.progress.epoch % self.tcfg.eval_every_epochs == 0 or last_epoch
-            ):
-                top1 = self.validate()
-                if top1 > self.progress.best_top1:
-                    self.progress.best_top1 = top1
-                    names.append(ckpt.BEST)
-            self.save(names)
+        """Train the remaining epochs, then evaluate; returns the final metrics.
+
+        Raises :class:`Preempted` after writing ``last.pt`` when a stop signal arrived. The run
+        directory is released when this returns or raises.
+        """
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the run directory and close the TensorBoard writer."""
+        if self.writer:
+            self.writer.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _fit(self) -> dict[str, float]:
+        with self.signals:
+            if self.progress.pending_validation:
+                self._validate_and_keep_best()
+            while self.progress.epoch < self.tcfg.epochs:
+                self._train_epoch()
+                self.progress.epoch += 1
+                self.progress.batch_in_epoch = 0
+                names = [ckpt.LAST]
+                every = self.tcfg.checkpoint_every_epochs
+                if every and self.progress.epoch % every == 0:
+                    names.append(ckpt.epoch_checkpoint_name(self.progress.epoch))
+                last_epoch = self.progress.epoch == self.tcfg.epochs
+                self.progress.pending_validation = bool(self.tcfg.eval_every_epochs) and (
+                    self.progress.epoch % self.tcfg.eval_every_epochs == 0 or last_epoch
+                )
+                self.save(names)
+                if self.progress.pending_validation:
+                    self._validate_and_keep_best()
+                if self.signals.agreed(self.device):
+                    raise Preempted(f"stopped after epoch {self.progress.epoch}")
         if self.progress.global_step == 0 and self.tcfg.epochs > 0:
             logger.warning("no optimiser step was taken")
         return self.final_evaluation()
+
+    def _validate_and_keep_best(self) -> None:
+        top1 = self.validate()
+        self.progress.pending_validation = False
+        if top1 > self.progress.best_top1:
+            self.progress.best_top1 = top1
+            self.save([ckpt.LAST, ckpt.BEST])
+
+    def _train_epoch(self) -> None:
+        epoch = self.progress.epoch
+        self.train_sampler.set_epoch(
+            epoch, start=self.progress.batch_in_epoch * self.tcfg.batch_size
+        )
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        loader = make_loader(
+            self.train_set,
+            self.train_sampler,
+            self.tcfg.batch_size,
+            self.tcfg.num_workers,
+            drop_last=True,
+            seed=self.cfg.seed * 1000003 + epoch,
+            timeout=self.tcfg.loader_timeout_s,
+        )
+        self.train_one_epoch(loader)
 
     def train_one_epoch(self, loader: DataLoader) -> None:
         model, tcfg = self.model, self.tcfg
         model.train()
         if tcfg.freeze_bn:
             freeze_batchnorm(model)
-        epoch = self.progress.epoch
-        batches = len(loader)
         first = self.progress.batch_in_epoch
-        total_batches = first + batches
-        bar = tqdm(
-            total=total_batches,
+        total_batches = first + len(loader)
+        progress = EpochProgress(
+            self.progress.epoch,
+            tcfg.epochs,
+            total_batches,
             initial=first,
-            desc=f"epoch {epoch + 1}/{tcfg.epochs}",
-            disable=not self.ctx.is_main,
-            dynamic_ncols=True,
+            every=tcfg.log_every_steps,
+            enabled=self.ctx.is_main,
         )
         window = {"loss": 0.0, "top1": 0, "top5": 0, "n": 0, "data": 0.0, "step": 0.0}
         tic = time.perf_counter()
@@ -316,16 +504,25 @@ class Trainer:
             window["n"] += labels.numel()
             window["data"] += data_time
             window["step"] += time.perf_counter() - tic
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{self.current_lr():.2e}")
+            progress.update(
+                loss_value, self.current_lr(), labels.numel() * self.ctx.world_size, data_time
+            )
             if is_update and self.progress.global_step % tcfg.log_every_steps == 0:
                 self._log_train(window)
                 window = dict.fromkeys(window, 0)
-            every = tcfg.checkpoint_every_steps
-            if is_update and every and self.progress.global_step % every == 0:
-                self.save([ckpt.LAST])
+            if is_update:
+                every = tcfg.checkpoint_every_steps
+                stop = self.signals.agreed(self.device)
+                if stop or (every and self.progress.global_step % every == 0):
+                    self.save([ckpt.LAST])
+                if stop:
+                    progress.close()
+                    raise Preempted(
+                        f"stopped in epoch {self.progress.epoch + 1} after batch "
+                        f"{self.progress.batch_in_epoch} (step {self.progress.global_step})"
+                    )
             tic = time.perf_counter()
-        bar.close()
+        progress.close()
         if window["n"]:
             self._log_train(window)
 
@@ -428,10 +625,11 @@ class Trainer:
     def final_evaluation(self) -> dict[str, Any]:
         """Evaluate the final weights on the test split; write ``metrics.json`` and a report.
 
-        The report (per-class accuracy, confusion matrix, per-video predictions) goes to
-        ``eval_final_<views>/`` in the run directory.
+        The test split is ``data.val`` under ``protocol`` (``1x1`` by default). The report
+        (per-class accuracy, confusion matrix, per-video predictions) goes to
+        ``eval_final_<protocol>/`` in the run directory.
         """
-        dataset = build_dataset(self.cfg, "test")
+        dataset = build_test_dataset(self.cfg)
         preds = predict_dataset(
             self.bare_model,
             dataset,
@@ -440,37 +638,32 @@ class Trainer:
             self.cfg.eval.num_workers,
             amp=self.tcfg.amp,
             softmax=self.cfg.eval.softmax,
-            max_clips=self.cfg.eval.get("max_clips_per_forward"),
+            max_clips=self.cfg.eval.max_clips_per_forward,
         )
-        views = self.cfg.data.test_views
+        protocol = protocol_of(self.cfg)
         metrics = classification_metrics(preds.scores, preds.labels)
         metrics.update(
-            views=views, epoch=self.progress.epoch, checkpoint=str(self.run_dir / ckpt.LAST)
+            views=f"{protocol['clips']}x{protocol['crops']}",
+            protocol=protocol,
+            epoch=self.progress.epoch,
+            checkpoint=str(self.run_dir / ckpt.LAST),
         )
         if self.ctx.is_main:
             write_metrics(self.run_dir / "metrics.json", metrics)
-            names = class_names_for(
-                self.cfg.data.test.list_file,
-                preds.scores.shape[1],
-                self.cfg.data.get("category_file"),
-            )
             write_evaluation_report(
-                self.run_dir / f"eval_final_{views}",
+                self.run_dir / f"eval_final_{protocol['name']}",
                 preds,
                 metrics,
-                names,
+                self.class_names,
                 video_names(dataset),
-                tag=f"test_{views}",
+                tag=f"test_{protocol['name']}",
                 step=self.progress.epoch,
             )
             if self.writer:
                 for key in ("top1", "top5", "mean_class_acc"):
                     self.writer.add_scalar(f"test/{key}", metrics[key], self.progress.epoch)
-                self.writer.close()
         return metrics
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")

@@ -1,0 +1,3 @@
+"""The package version (also read by setup.py)."""
+
+__version__ = "0.2.0"
