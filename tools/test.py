@@ -27,6 +27,7 @@ from torch.utils.data import Dataset  # noqa: E402
 from rnlvideo.analysis.checkpoints import TrainedModel, load_trained_model  # noqa: E402
 from rnlvideo.analysis.tool_args import split_tool_args  # noqa: E402
 from rnlvideo.config import DatasetNotFoundError, build_dataset  # noqa: E402
+from rnlvideo.data.checks import check_class_count  # noqa: E402
 from rnlvideo.engine.distributed import (  # noqa: E402
     DistContext,
     cleanup_distributed,
@@ -37,6 +38,7 @@ from rnlvideo.engine.evaluation import (  # noqa: E402
     average_predictions,
     describe_protocol,
     predict_dataset,
+    prediction_metrics,
 )
 from rnlvideo.engine.metrics import classification_metrics  # noqa: E402
 from rnlvideo.engine.reports import (  # noqa: E402
@@ -86,6 +88,7 @@ def evaluate_member(trained: TrainedModel, ctx: DistContext) -> MemberResult:
     """Score the test split of ``trained.cfg`` with ``trained.model`` (left on the CPU after)."""
     cfg = trained.cfg
     dataset = build_dataset(cfg, "test")
+    check_class_count(cfg.data.get("category_file"), cfg.data.num_classes)
     preds = predict_dataset(
         trained.model.to(ctx.device),
         dataset,
@@ -157,7 +160,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     cfg = first.trained.cfg
     preds = average_predictions([r.preds for r in results])
     metrics = {
-        **classification_metrics(preds.scores, preds.labels),
+        **prediction_metrics(preds, video_names(first.dataset)),
         "views": cfg.data.test_views,
         "protocol": protocol,
         "softmax": bool(cfg.eval.softmax),

@@ -20,6 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rnlvideo.config import build_dataset, build_model, load_model_weights
+from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.engine import checkpoint as ckpt
 from rnlvideo.engine.distributed import (
@@ -29,9 +30,14 @@ from rnlvideo.engine.distributed import (
     barrier,
     broadcast_object,
 )
-from rnlvideo.engine.evaluation import autocast_context, evaluate_dataset, predict_dataset
+from rnlvideo.engine.evaluation import (
+    autocast_context,
+    evaluate_dataset,
+    predict_dataset,
+    prediction_metrics,
+)
 from rnlvideo.engine.loaders import make_loader
-from rnlvideo.engine.metrics import classification_metrics, topk_correct
+from rnlvideo.engine.metrics import topk_correct
 from rnlvideo.engine.reports import class_names_for, video_names, write_evaluation_report
 from rnlvideo.engine.samplers import ResumableDistributedSampler
 
@@ -103,6 +109,7 @@ class Trainer:
 
         self.train_set = build_dataset(cfg, "train")
         self.val_set = build_dataset(cfg, "val")
+        check_class_count(cfg.data.get("category_file"), cfg.data.num_classes)
         self.train_sampler = ResumableDistributedSampler(
             len(self.train_set), ctx.rank, ctx.world_size, shuffle=True, seed=cfg.seed
         )
@@ -443,7 +450,7 @@ class Trainer:
             max_clips=self.cfg.eval.get("max_clips_per_forward"),
         )
         views = self.cfg.data.test_views
-        metrics = classification_metrics(preds.scores, preds.labels)
+        metrics = prediction_metrics(preds, video_names(dataset))
         metrics.update(
             views=views, epoch=self.progress.epoch, checkpoint=str(self.run_dir / ckpt.LAST)
         )
