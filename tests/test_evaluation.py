@@ -17,7 +17,13 @@ from torch import nn
 
 from rnlvideo.config import build_dataset, build_model, compose_config
 from rnlvideo.data import VideoDataError, read_categories
-from rnlvideo.engine.evaluation import describe_protocol, view_scores
+from rnlvideo.engine.evaluation import (
+    Predictions,
+    average_predictions,
+    describe_protocol,
+    prediction_metrics,
+    view_scores,
+)
 from rnlvideo.engine.reports import CONFUSION_DPI, CONFUSION_FIGURE_INCHES
 from tests.conftest import tiny_run_overrides
 from tools import test as test_tool
@@ -270,6 +276,18 @@ def test_two_processes_score_every_video_once_like_one(checkpoint, bad_val_root,
     assert distributed["excluded_videos"] == single["excluded_videos"] == ["broken", "gone"]
     for key in ("top1", "top5", "mean_class_acc"):
         assert distributed[key] == pytest.approx(single[key])
+
+
+def test_an_ensemble_excludes_what_any_member_excluded() -> None:
+    scores = torch.arange(12.0).view(4, 3)
+    one = Predictions(torch.tensor([0, 1, 3]), scores[[0, 1, 3]], torch.tensor([0, 1, 1]), {2: "x"})
+    two = Predictions(
+        torch.tensor([0, 2, 3]), scores[[0, 2, 3]] + 1, torch.tensor([0, 2, 1]), {1: "y"}
+    )
+    ensemble = average_predictions([one, two])
+    assert ensemble.indices.tolist() == [0, 3] and ensemble.excluded == {1: "y", 2: "x"}
+    torch.testing.assert_close(ensemble.scores, scores[[0, 3]] + 0.5)
+    assert prediction_metrics(ensemble, ["a", "b", "c", "d"])["excluded_videos"] == ["b", "c"]
 
 
 def test_ensemble_averages_the_members_scores(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from rnlvideo.data.transforms import (
     train_transform,
     val_transform,
 )
-from rnlvideo.engine.evaluation import resolve_sampling
+from rnlvideo.engine.evaluation import predict, resolve_sampling
+from rnlvideo.engine.loaders import make_eval_loader
 
 NUM_FRAMES = 12
 
@@ -327,6 +328,26 @@ def test_exclude_marks_a_bad_video_for_the_evaluation(bad_frame_root):
     assert isinstance(clip, ExcludedVideo) and label == 1
     assert "frame is an empty file (0 bytes)" in clip.message and "empty/0000" in clip.message
     assert excluding[0][0].shape == (3, 2, 32, 32)
+
+
+def test_excluded_videos_pass_through_loader_workers(bad_frame_root):
+    dataset = FrameFolderDataset(
+        bad_frame_root,
+        bad_frame_root / "list.txt",
+        val_transform(32, 32),
+        num_segments=2,
+        sampling="tsn_test",
+        on_error="exclude",
+    )
+    loader, indices = make_eval_loader(dataset, 0, 1, batch_size=4, num_workers=2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 32 * 32, 6))
+    preds = predict(model, loader, indices, torch.device("cpu"))
+    assert preds.indices.tolist() == [0, 4, 5] and preds.labels.tolist() == [0, 4, 5]
+    assert list(preds.excluded) == [1, 2, 3]  # empty, truncated and PNG frames
+    assert "png/0000" in preds.excluded[3] and "PNG data" in preds.excluded[3]
+    expected = model(torch.stack([dataset[i][0] for i in (0, 4, 5)]))
+    torch.testing.assert_close(preds.scores, expected)
 
 
 def test_on_error_must_suit_the_sampling(frame_root):

@@ -230,7 +230,6 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.on_error = on_error
         self.min_frames = min_frames
-        self.num_classes = num_classes
         self.horizontal_flip = horizontal_flip
         self.flip_label_map = read_flip_label_map(flip_label_map, num_classes)
         self._resampled = SharedCounter()

@@ -47,6 +47,8 @@ _LINE_FORMAT = "'path num_frames label' or 'path label'"
 def _split_path(line: str, where: str) -> tuple[str, list[str]]:
     """``(path, remaining fields)``; a path starting with ``"`` is a JSON string."""
     text = line.strip()
+    if not text:
+        raise ValueError(f"{where}: expected {_LINE_FORMAT}, got an empty line")
     if not text.startswith('"'):
         path, *fields = text.split()
         return path, fields
@@ -91,12 +93,11 @@ def check_list_path(path: str, where: str) -> None:
     """
     if not path or any(ord(c) < 32 or ord(c) == 127 for c in path):
         raise ValueError(f"{where}: path {path!r} is empty or holds control characters")
-    parts = PurePosixPath(path).parts
     if PurePosixPath(path).is_absolute():
         raise ValueError(
             f"{where}: path {path!r} is absolute; list paths must be relative to the data root"
         )
-    if ".." in parts:
+    if ".." in PurePosixPath(path).parts:
         raise ValueError(
             f"{where}: path {path!r} has a '..' part; it must stay under the data root"
         )

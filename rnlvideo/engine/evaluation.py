@@ -229,12 +229,11 @@ def predict(
     for clips, batch_labels, scored, messages in tqdm(
         loader, desc="eval", disable=not show_progress, leave=False
     ):
-        batch_indices = indices[position : position + len(scored)]
-        position += len(scored)
-        scored_indices += [
-            i for i, keep in zip(batch_indices, scored.tolist(), strict=True) if keep
-        ]
-        left_out = [i for i, keep in zip(batch_indices, scored.tolist(), strict=True) if not keep]
+        flags = scored.tolist()
+        batch_indices = indices[position : position + len(flags)]
+        position += len(flags)
+        scored_indices += [i for i, keep in zip(batch_indices, flags, strict=True) if keep]
+        left_out = [i for i, keep in zip(batch_indices, flags, strict=True) if not keep]
         excluded.update(zip(left_out, messages, strict=True))
         if clips is None:
             continue
@@ -253,9 +252,9 @@ def predict(
         excluded.update(part[3])
     gathered = [part for part in parts if part[0].numel()]
     if not gathered:
+        first = excluded[min(excluded)] if excluded else "no videos"
         raise VideoDataError(
-            f"all {len(excluded)} videos were excluded (eval.on_error=exclude); first: "
-            f"{excluded[min(excluded)] if excluded else 'none'}"
+            f"all {len(excluded)} videos were excluded (eval.on_error=exclude); first: {first}"
         )
     all_indices = torch.cat([g[0] for g in gathered])
     order = all_indices.argsort()
