@@ -32,15 +32,16 @@ from rnlvideo.config import (
     build_model,
     compose_config,
 )
+from rnlvideo.data.checks import check_class_count
 from rnlvideo.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from rnlvideo.engine.evaluation import (
     Predictions,
     average_predictions,
     build_test_dataset,
     predict_dataset,
+    prediction_metrics,
     protocol_of,
 )
-from rnlvideo.engine.metrics import classification_metrics
 from rnlvideo.engine.reports import video_names, write_evaluation_report
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ def evaluate_member(trained: TrainedModel, ctx: DistContext) -> MemberResult:
     """Score the test split of ``trained.cfg`` (every video once over the ranks of ``ctx``)."""
     cfg = trained.cfg
     dataset = build_test_dataset(cfg)
+    if cfg.data.category_file and Path(cfg.data.category_file).is_file():
+        check_class_count(cfg.data.category_file, cfg.data.num_classes)
     preds = predict_dataset(
         trained.model.to(ctx.device),
         dataset,
@@ -130,7 +133,7 @@ def _member_summary(result: MemberResult) -> dict[str, Any]:
         "checkpoint": str(result.trained.path) if result.trained.path else None,
         "num_segments": int(result.trained.cfg.data.num_segments),
         "epoch": result.trained.epoch,
-        **classification_metrics(result.preds.scores, result.preds.labels),
+        **prediction_metrics(result.preds, video_names(result.dataset)),
     }
 
 
@@ -182,7 +185,7 @@ def evaluate(
     cfg = first.trained.cfg
     preds = average_predictions([r.preds for r in results])
     metrics: dict[str, Any] = {
-        **classification_metrics(preds.scores, preds.labels),
+        **prediction_metrics(preds, video_names(first.dataset)),
         "views": f"{protocols[0]['clips']}x{protocols[0]['crops']}",
         "protocol": protocols[0],
         "softmax": bool(cfg.eval.softmax),

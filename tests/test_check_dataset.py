@@ -8,7 +8,13 @@ import pytest
 from PIL import Image
 
 from rnlvideo.config import compose_config
-from rnlvideo.data.checks import PROBLEM_KINDS, Problem, check_config_categories, check_split
+from rnlvideo.data.checks import (
+    PROBLEM_KINDS,
+    Problem,
+    check_config_categories,
+    check_split,
+    format_report,
+)
 from rnlvideo.data.lists import read_video_list
 from rnlvideo.data.synthetic import generate_synthetic_dataset
 from tests.test_prepare import write_webm
@@ -60,6 +66,7 @@ def test_every_frame_folder_problem_is_found(root):
     with (root / "train.txt").open("a") as f:
         f.write(f"{records[5].path} {records[5].num_frames} 12\n")  # label, duplicate
         f.write("malformed line with words\n")  # list
+        f.write("../../etc 5 0\n")  # path
     report = check(root, "train", True)
     by_kind = {}
     for problem in report.problems:
@@ -70,9 +77,11 @@ def test_every_frame_folder_problem_is_found(root):
     assert "00003.jpg" in by_kind["missing_frame"][0].detail
     assert by_kind["unreadable"][0].where.endswith(f"{records[3].path}/00002.jpg")
     assert by_kind["label"][0].where == f"{root / 'train.txt'}:13"
-    assert "label 12 >= num_classes 12" in by_kind["label"][0].detail
+    assert "label 12 is out of range: expected 0 <= label < 12" in by_kind["label"][0].detail
     assert f"already listed at {root / 'train.txt'}:6" in by_kind["duplicate"][0].detail
     assert by_kind["list"][0].where == f"{root / 'train.txt'}:14"
+    assert by_kind["path"][0].where == f"{root / 'train.txt'}:15"
+    assert "'../../etc' has a '..' part" in by_kind["path"][0].detail
     # without --decode the JPEGs are not opened
     assert {p.kind for p in check(root, "train").problems} == set(by_kind) - {
         "unreadable",
@@ -80,10 +89,25 @@ def test_every_frame_folder_problem_is_found(root):
     }
 
 
+def test_empty_lists_and_short_videos_are_reported(root, capsys):
+    lines = (root / "val.txt").read_text().splitlines()
+    (root / "val.txt").write_text("\n".join([lines[0].rsplit(" ", 2)[0] + " 2 0", *lines[1:]]))
+    report = check(root, "val")
+    assert report.num_too_short == 1 and report.num_videos == 12
+    assert "1 videos listed with fewer than 3 frames (min_frames)" in format_report(report, 5)
+    (root / "val.txt").write_text("\n\n")
+    report = check(root, "val")
+    assert report.problems == [Problem("list", str(root / "val.txt"), "the list names no videos")]
+
+
 def test_categories_must_match_num_classes(root):
     cfg = compose_config([f"data.root={root}", "data.num_classes=13"])
     assert check_config_categories(cfg) == [
         Problem("categories", str(root / "category.txt"), "12 classes, data.num_classes is 13")
+    ]
+    (root / "category.txt").write_text("a\n\nb\n")
+    assert check_config_categories(cfg) == [
+        Problem("categories", f"{root / 'category.txt'}:2", "empty class name (line 2 is class 1)")
     ]
     (root / "category.txt").unlink()
     assert [p.detail for p in check_config_categories(cfg)] == ["category file not found"]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from rnlvideo.config import build_dataset_from_config
+from rnlvideo import build_dataset_from_config
 from rnlvideo.data.device_transforms import (
     DeferredClip,
     DeviceTransform,
@@ -182,7 +182,12 @@ def test_the_config_switch_reaches_the_datasets(tmp_path):
         max_frames=9,
         num_workers=1,
     )
-    overrides = [f"data.root={tmp_path}", "data.device_transform=true", "data.input_size=112"]
+    overrides = [
+        f"data.root={tmp_path}",
+        "data.device_transform=true",
+        "data.input_size=112",
+        "data.scale_size=128",
+    ]
     for split in ("train", "val"):
         dataset = build_dataset_from_config(overrides, split)
         clip, _ = dataset[0]

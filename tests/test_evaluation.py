@@ -17,8 +17,15 @@ from torch import nn
 
 from rnlvideo.checkpoint import checkpoint_metadata
 from rnlvideo.config import ConfigError, build_model, compose_config, portable_config
-from rnlvideo.data import read_categories
-from rnlvideo.engine.evaluation import build_test_dataset, describe_protocol, view_scores
+from rnlvideo.data import VideoDataError, read_categories
+from rnlvideo.engine.evaluation import (
+    Predictions,
+    average_predictions,
+    build_test_dataset,
+    describe_protocol,
+    prediction_metrics,
+    view_scores,
+)
 from rnlvideo.engine.reports import CONFUSION_DPI, CONFUSION_FIGURE_INCHES
 from rnlvideo.files import save_atomic
 from tests.conftest import tiny_run_overrides
@@ -61,10 +68,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize(
     ("overrides", "views", "size", "sampling"),
     [
-        (["protocol=1x1"], 1, 32, "tsn_val"),
+        (["protocol=1x1"], 1, 32, "tsn_test"),
         (["protocol=2x3"], 6, 37, "twice"),
         (["protocol=10x3"], 30, 37, "dense_test"),
-        (["protocol=1x1", "protocol.crops=3"], 3, 37, "tsn_val"),
+        (["protocol=1x1", "protocol.crops=3"], 3, 37, "tsn_test"),
         (["protocol=2x3", "protocol.clips=4", "protocol.crops=1"], 4, 32, "dense_test"),
     ],
 )
@@ -165,14 +172,92 @@ def test_test_tool_writes_every_output(checkpoint: Path, tiny_dataset: Path) -> 
 
 def test_test_tool_without_arguments_uses_the_stored_config(checkpoint: Path) -> None:
     metrics = test_tool.main([f"ckpt={checkpoint}"])
-    assert metrics["views"] == "1x1" and metrics["protocol"]["sampling"] == "tsn_val"
+    assert metrics["views"] == "1x1" and metrics["protocol"]["sampling"] == "tsn_test"
     assert (checkpoint.parent / "eval_last_1x1" / "metrics.json").is_file()
 
 
-def test_two_processes_score_every_video_once_like_one(checkpoint, tiny_dataset, tmp_path):
-    odd_list = tmp_path / "val_odd.txt"  # 11 videos: the ranks get 6 and 5
-    odd_list.write_text("".join((tiny_dataset / "val.txt").read_text().splitlines(True)[:11]))
-    common = [f"ckpt={checkpoint}", "protocol=2x3", f"data.val.list_file={odd_list}"]
+@pytest.fixture
+def bad_val_root(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """The validation videos plus a video of 0-byte frames ("broken") and a missing one ("gone").
+
+    ``val_bad.txt`` lists val.txt's first 11 videos with "broken" at index 2 and "gone" at 7.
+    """
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    lines = (tiny_dataset / "val.txt").read_text().splitlines()[:11]
+    for line in lines:
+        (frames / line.split()[0]).symlink_to(tiny_dataset / "frames" / line.split()[0])
+    (frames / "broken").mkdir()
+    for number in range(1, 17):
+        (frames / "broken" / f"{number:05d}.jpg").write_bytes(b"")
+    lines[2:2] = ["broken 16 3"]
+    lines[7:7] = ["gone 16 4"]
+    (tmp_path / "val_bad.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def bad_val_overrides(root: Path) -> list[str]:
+    return [f"data.val.root={root / 'frames'}", f"data.val.list_file={root / 'val_bad.txt'}"]
+
+
+def test_a_bad_val_video_stops_evaluation_with_its_name(checkpoint, bad_val_root):
+    # data.on_error governs training only: evaluation never substitutes a video.
+    args = [f"ckpt={checkpoint}", *bad_val_overrides(bad_val_root), "data.on_error=resample"]
+    with pytest.raises(VideoDataError, match=r"frame is an empty file \(0 bytes\): .*broken/"):
+        test_tool.main([*args, f"out={bad_val_root / 'out'}"])
+    assert not (bad_val_root / "out" / "metrics.json").exists()
+
+
+def test_exclude_leaves_bad_videos_out_of_the_metrics(checkpoint, tiny_dataset, bad_val_root):
+    out = bad_val_root / "out"
+    args = [f"ckpt={checkpoint}", "protocol=2x3", "eval.batch_size=4"]
+    metrics = test_tool.main(
+        [*args, *bad_val_overrides(bad_val_root), "eval.on_error=exclude", f"out={out}"]
+    )
+    written = json.loads((out / "metrics.json").read_text())
+    assert written == json.loads(json.dumps(metrics))
+    assert written["num_videos"] == 11 and written["num_excluded"] == 2
+    assert written["excluded_videos"] == ["broken", "gone"]
+    excluded = read_csv(out / "excluded_videos.csv")
+    assert [(row["index"], row["video"]) for row in excluded] == [("2", "broken"), ("7", "gone")]
+    assert "empty file" in excluded[0]["error"] and "frame not found" in excluded[1]["error"]
+    predictions = read_csv(out / "predictions.csv")
+    assert "broken" not in {row["video"] for row in predictions} and len(predictions) == 11
+
+    # The scored videos have exactly the scores of a run over the good videos only.
+    good = bad_val_root / "val_good.txt"
+    good.write_text("".join((tiny_dataset / "val.txt").read_text().splitlines(True)[:11]))
+    plain = test_tool.main([*args, f"data.val.list_file={good}", f"out={bad_val_root / 'plain'}"])
+    assert plain["num_excluded"] == 0 and plain["excluded_videos"] == []
+    torch.testing.assert_close(
+        torch.load(out / "scores.pt")["scores"],
+        torch.load(bad_val_root / "plain" / "scores.pt")["scores"],
+    )
+    for key in ("top1", "top5", "mean_class_acc"):
+        assert written[key] == pytest.approx(plain[key])
+
+
+def test_short_val_videos_are_left_out_and_counted(checkpoint, tiny_dataset, tmp_path):
+    lines = (tiny_dataset / "val.txt").read_text().splitlines()
+    lines.append(f"{lines[0].split()[0]} 2 5")  # a real folder listed with 2 frames
+    short_list = tmp_path / "val_short.txt"
+    short_list.write_text("\n".join(lines) + "\n")
+    args = [f"ckpt={checkpoint}", f"data.val.list_file={short_list}", f"out={tmp_path / 'o'}"]
+    assert test_tool.main(args)["num_videos"] == NUM_VAL_VIDEOS
+    assert test_tool.main([*args, "data.min_frames=2"])["num_videos"] == NUM_VAL_VIDEOS + 1
+
+
+def test_category_file_must_match_the_class_count(checkpoint, tmp_path):
+    categories = tmp_path / "category.txt"
+    categories.write_text("".join(f"class {i}\n" for i in range(11)))
+    with pytest.raises(ValueError, match=r"category.txt: 11 classes, data.num_classes is 12"):
+        test_tool.main([f"ckpt={checkpoint}", f"data.category_file={categories}"])
+
+
+def test_two_processes_score_every_video_once_like_one(checkpoint, bad_val_root, tmp_path):
+    # 11 good videos and 2 bad ones: the ranks get 7 and 6, each one bad video.
+    common = [f"ckpt={checkpoint}", "protocol=2x3", "eval.on_error=exclude"]
+    common += bad_val_overrides(bad_val_root)
     single = test_tool.main([*common, "eval.batch_size=3", f"out={tmp_path / 'one'}"])
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -198,13 +283,27 @@ def test_two_processes_score_every_video_once_like_one(checkpoint, tiny_dataset,
     assert "rank 0 of 2" in ddp.stderr
     one = torch.load(tmp_path / "one" / "scores.pt")
     two = torch.load(tmp_path / "two" / "scores.pt")
-    assert one["indices"].tolist() == two["indices"].tolist() == list(range(11))
+    scored = [i for i in range(13) if i not in (2, 7)]
+    assert one["indices"].tolist() == two["indices"].tolist() == scored
     assert torch.equal(one["labels"], two["labels"])
     torch.testing.assert_close(two["scores"], one["scores"], rtol=0, atol=1e-5)
     distributed = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert distributed["num_videos"] == single["num_videos"] == 11
+    assert distributed["excluded_videos"] == single["excluded_videos"] == ["broken", "gone"]
     for key in ("top1", "top5", "mean_class_acc"):
         assert distributed[key] == pytest.approx(single[key])
+
+
+def test_an_ensemble_excludes_what_any_member_excluded() -> None:
+    scores = torch.arange(12.0).view(4, 3)
+    one = Predictions(torch.tensor([0, 1, 3]), scores[[0, 1, 3]], torch.tensor([0, 1, 1]), {2: "x"})
+    two = Predictions(
+        torch.tensor([0, 2, 3]), scores[[0, 2, 3]] + 1, torch.tensor([0, 2, 1]), {1: "y"}
+    )
+    ensemble = average_predictions([one, two])
+    assert ensemble.indices.tolist() == [0, 3] and ensemble.excluded == {1: "y", 2: "x"}
+    torch.testing.assert_close(ensemble.scores, scores[[0, 3]] + 0.5)
+    assert prediction_metrics(ensemble, ["a", "b", "c", "d"])["excluded_videos"] == ["b", "c"]
 
 
 def test_ensemble_averages_the_members_scores(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -8,15 +8,19 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from rnlvideo.data.frames import FrameFolderDataset, VideoDataError, load_frame
+from rnlvideo.data.frames import ExcludedVideo, FrameFolderDataset, VideoDataError, load_frame
 from rnlvideo.data.lists import VideoRecord, read_categories, read_video_list
 from rnlvideo.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Compose,
+    ThreeCrop,
     three_crop_transform,
     train_transform,
     val_transform,
 )
+from rnlvideo.engine.evaluation import predict, resolve_sampling
+from rnlvideo.engine.loaders import make_eval_loader
 
 NUM_FRAMES = 12
 
@@ -167,22 +171,201 @@ def test_dense_test_gives_num_clips_clips(frame_root):
     assert dataset[0][0].shape == (3, 3, 4, 32, 32)
 
 
-def test_min_frames_skips_short_videos(tmp_path, frame_root):
-    lines = "vid0 12 0\nvid1 2 1\nvid2 3 2\n"
-    (tmp_path / "list.txt").write_text(lines)
-    dataset = FrameFolderDataset(frame_root, tmp_path / "list.txt", val_transform(), min_frames=3)
-    assert [r.path for r in dataset.records] == ["vid0", "vid2"]
+@pytest.mark.parametrize("sampling", ["tsn_train", "tsn_val", "tsn_test", "twice"])
+def test_min_frames_leaves_short_videos_out_of_every_split(tmp_path, frame_root, caplog, sampling):
+    (tmp_path / "list.txt").write_text("vid0 12 0\nvid1 2 1\nvid2 3 2\n")
+    with caplog.at_level(logging.WARNING, logger="rnlvideo.data.frames"):
+        dataset = FrameFolderDataset(  # default min_frames: 3, as TSM
+            frame_root, tmp_path / "list.txt", val_transform(), sampling=sampling
+        )
+    assert [r.path for r in dataset.records] == ["vid0", "vid2"] and len(dataset) == 2
+    assert dataset.num_too_short == 1
+    assert f"{tmp_path / 'list.txt'}: 1 of 3 videos have fewer than 3 frames" in caplog.text
+    assert "vid1" in caplog.text
+    (tmp_path / "short.txt").write_text("vid1 2 1\n")
+    with pytest.raises(ValueError, match=r"short.txt: all 1 videos have fewer than min_frames=3"):
+        FrameFolderDataset(frame_root, tmp_path / "short.txt", val_transform())
+
+
+@pytest.mark.parametrize(("sampling", "files"), [("tsn_test", 4), ("twice", 8)])
+def test_test_sampling_takes_every_frame_of_a_video_of_t_frames(
+    tmp_path, frame_root, sampling, files
+):
+    """n = T = 4: TSM's test mode reads frames 1..4 (twice: 1..4 again), not frame 1 only."""
+    (tmp_path / "list.txt").write_text("vid1 4 1\n")  # the first 4 of vid1's 12 frames
+    assert resolve_sampling("auto", files // 4) == sampling
+    dataset = FrameFolderDataset(
+        frame_root,
+        tmp_path / "list.txt",
+        lambda video, rng: video,
+        num_segments=4,
+        sampling=sampling,
+    )
+    clip, _ = dataset[0]
+    red = clip.reshape(-1, 3, 4, HEIGHT, WIDTH)[:, 0].float().mean(dim=(-1, -2)).flatten()
+    expected = torch.tensor([frame_red(1, f) for f in (1, 2, 3, 4)] * (files // 4)).float()
+    torch.testing.assert_close(red, expected, atol=3, rtol=0)
+    validation = FrameFolderDataset(  # validation during training keeps frame 1 for n <= T
+        frame_root,
+        tmp_path / "list.txt",
+        lambda video, rng: video,
+        num_segments=4,
+        sampling="tsn_val",
+    )
+    red = validation[0][0][0].float().mean(dim=(-1, -2))
+    torch.testing.assert_close(red, torch.full((4,), float(frame_red(1, 1))), atol=3, rtol=0)
+
+
+def test_list_checks_name_file_and_line(tmp_path, frame_root):
+    cases = {
+        "label.txt": ("vid0 12 0\nvid1 12 12\n", r"label.txt:2: label 12 is out of range"),
+        "dotdot.txt": ("vid0 12 0\n../frames/vid1 12 1\n", r"dotdot.txt:2: path .* '\.\.' part"),
+        "absolute.txt": (f"{frame_root / 'vid0'} 12 0\n", r"absolute.txt:1: path .* is absolute"),
+        "empty.txt": ("\n  \n", r"empty.txt: the list names no videos"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=message):
+            FrameFolderDataset(frame_root, tmp_path / name, val_transform(), num_classes=12)
+    (tmp_path / "flip.txt").write_text("0 1\n1 12\n")
+    with pytest.raises(ValueError, match=r"flip.txt:2: label 12 is out of range"):
+        make_dataset(
+            frame_root, val_transform(), num_classes=12, flip_label_map=tmp_path / "flip.txt"
+        )
+    assert len(make_dataset(frame_root, val_transform(), num_classes=3)) == 3  # labels 0..2
+
+
+def write_frames(folder, count, make_file):
+    folder.mkdir()
+    for number in range(1, count + 1):
+        make_file(folder / f"{number:05d}.jpg")
+
+
+def test_grayscale_and_cmyk_jpegs_decode_to_rgb(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 36, 3), dtype=np.uint8)
+    for mode in ("L", "CMYK"):
+        path = tmp_path / f"{mode}.jpg"
+        Image.fromarray(pixels).convert(mode).save(path)
+        decoded = load_frame(path)
+        expected = np.asarray(Image.open(path).convert("RGB"))
+        assert decoded.shape == (3, 24, 36) and decoded.dtype == torch.uint8
+        assert np.abs(decoded.permute(1, 2, 0).numpy().astype(int) - expected).max() <= 1
+
+
+def test_bad_frames_raise_video_errors_naming_the_file(tmp_path):
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(good)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "truncated.jpg").write_bytes(good.read_bytes()[:200])
+    Image.new("RGB", (30, 20)).save(tmp_path / "png.jpg", format="PNG")
+    cases = {
+        "empty.jpg": r"frame is an empty file \(0 bytes\): .*empty.jpg$",
+        "truncated.jpg": r"cannot decode JPEG frame .*truncated.jpg: Image is incomplete",
+        "png.jpg": r"frame is not a JPEG file \(PNG data\): .*png.jpg$",
+        "absent.jpg": r"frame not found: .*absent.jpg$",
+    }
+    for name, message in cases.items():
+        with pytest.raises(VideoDataError, match=message):
+            load_frame(tmp_path / name)
+
+
+@pytest.fixture
+def bad_frame_root(tmp_path, frame_root):
+    """vid0 plus videos whose frames are 0-byte, truncated, PNG, 1 px, and 20 x 20 px."""
+    root = tmp_path / "frames"
+    root.mkdir()
+    (root / "vid0").symlink_to(frame_root / "vid0")
+    good = (frame_root / "vid0" / "00001.jpg").read_bytes()
+    write_frames(root / "empty", 4, lambda p: p.write_bytes(b""))
+    write_frames(root / "truncated", 4, lambda p: p.write_bytes(good[: len(good) // 2]))
+    write_frames(root / "png", 4, lambda p: Image.new("RGB", (40, 30)).save(p, format="PNG"))
+    write_frames(root / "tiny", 4, lambda p: Image.new("RGB", (1, 1)).save(p))
+    write_frames(root / "small", 4, lambda p: Image.new("RGB", (20, 20)).save(p))
+    lines = ["vid0 12 0", "empty 4 1", "truncated 4 2", "png 4 3", "tiny 4 4", "small 4 5"]
+    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("transform", "bad"),
+    [
+        (train_transform(input_size=32), {"empty", "truncated", "png", "tiny"}),
+        (Compose([ThreeCrop(32)]), {"empty", "truncated", "png", "tiny", "small"}),
+    ],
+    ids=["multiscale_crop", "three_crop"],
+)
+def test_bad_frames_go_through_the_error_policy(bad_frame_root, transform, bad):
+    def dataset(**kwargs):
+        return FrameFolderDataset(
+            bad_frame_root, bad_frame_root / "list.txt", transform, num_segments=2, **kwargs
+        )
+
+    raising = dataset()
+    for index, record in enumerate(raising.records):
+        if record.path in bad:
+            with pytest.raises(VideoDataError, match=f"/{record.path}"):
+                raising[index]
+        else:
+            assert raising[index][1] == record.label
+    resampling = dataset(on_error="resample")
+    good_labels = {r.label for r in resampling.records if r.path not in bad}
+    for index, record in enumerate(resampling.records):
+        label = resampling[index][1]
+        assert label in good_labels if record.path in bad else label == record.label
+    assert resampling.num_resampled >= len(bad)
+
+
+def test_exclude_marks_a_bad_video_for_the_evaluation(bad_frame_root):
+    excluding = FrameFolderDataset(
+        bad_frame_root,
+        bad_frame_root / "list.txt",
+        val_transform(32, 32),
+        num_segments=2,
+        sampling="tsn_test",
+        on_error="exclude",
+    )
+    clip, label = excluding[1]
+    assert isinstance(clip, ExcludedVideo) and label == 1
+    assert "frame is an empty file (0 bytes)" in clip.message and "empty/0000" in clip.message
+    assert excluding[0][0].shape == (3, 2, 32, 32)
+
+
+def test_excluded_videos_pass_through_loader_workers(bad_frame_root):
+    dataset = FrameFolderDataset(
+        bad_frame_root,
+        bad_frame_root / "list.txt",
+        val_transform(32, 32),
+        num_segments=2,
+        sampling="tsn_test",
+        on_error="exclude",
+    )
+    loader, indices = make_eval_loader(dataset, 0, 1, batch_size=4, num_workers=2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 32 * 32, 6))
+    preds = predict(model, loader, indices, torch.device("cpu"))
+    assert preds.indices.tolist() == [0, 4, 5] and preds.labels.tolist() == [0, 4, 5]
+    assert list(preds.excluded) == [1, 2, 3]  # empty, truncated and PNG frames
+    assert "png/0000" in preds.excluded[3] and "PNG data" in preds.excluded[3]
+    expected = model(torch.stack([dataset[i][0] for i in (0, 4, 5)]))
+    torch.testing.assert_close(preds.scores, expected)
+
+
+def test_on_error_must_suit_the_sampling(frame_root):
+    with pytest.raises(ValueError, match="on_error='resample' substitutes videos"):
+        make_dataset(frame_root, val_transform(), sampling="tsn_val", on_error="resample")
+    with pytest.raises(ValueError, match="on_error='exclude' is for evaluation"):
+        make_dataset(frame_root, val_transform(), sampling="tsn_train", on_error="exclude")
 
 
 def test_missing_and_corrupt_frames_are_named(tmp_path, frame_root):
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "00001.jpg").write_bytes(b"not a jpeg at all")
-    (tmp_path / "list.txt").write_text("broken 2 0\n")
+    (tmp_path / "list.txt").write_text("broken 3 0\n")
     dataset = FrameFolderDataset(tmp_path, tmp_path / "list.txt", val_transform(), num_segments=2)
     with pytest.raises(VideoDataError, match="frame not found: .*broken/00002.jpg"):
         dataset.load_frames(dataset.records[0], np.array([1]))
-    with pytest.raises(VideoDataError, match="cannot decode frame .*broken/00001.jpg"):
+    with pytest.raises(VideoDataError, match="frame is not a JPEG file .*: .*broken/00001.jpg"):
         dataset[0]
     assert load_frame(frame_root / "vid0" / "00001.jpg").shape == (3, HEIGHT, WIDTH)
 
@@ -207,7 +390,7 @@ def list_with_missing_video(tmp_path, frame_root):
 
 
 def test_on_error_resample_replaces_and_counts(frame_root, list_with_missing_video, caplog):
-    kwargs = dict(num_segments=2, sampling="tsn_val", on_error="resample", seed=4)
+    kwargs = dict(num_segments=2, sampling="tsn_train", on_error="resample", seed=4)
     dataset = FrameFolderDataset(
         frame_root, list_with_missing_video, val_transform(32, 32), **kwargs
     )
@@ -238,7 +421,7 @@ def test_resample_count_reaches_the_main_process(frame_root, list_with_missing_v
         list_with_missing_video,
         val_transform(32, 32),
         num_segments=2,
-        sampling="tsn_val",
+        sampling="tsn_train",
         on_error="resample",
     )
     loader = DataLoader(dataset, batch_size=1, num_workers=2, multiprocessing_context="fork")

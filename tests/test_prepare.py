@@ -84,7 +84,7 @@ def test_sthv1_short_and_missing_videos(tmp_path, synthetic_root, caplog):
         shutil.copy(csv, tmp_path)
     train_ids = [r.path for r in read_video_list(synthetic_root / "train.txt")]
     val_ids = [r.path for r in read_video_list(synthetic_root / "val.txt")]
-    for video in (train_ids[0], val_ids[0]):  # two frames left: too short to train on
+    for video in (train_ids[0], val_ids[0]):  # two frames left: too short for the datasets
         for extra in sorted((frames / video).iterdir())[2:]:
             extra.unlink()
     shutil.rmtree(frames / train_ids[1])
@@ -97,11 +97,12 @@ def test_sthv1_short_and_missing_videos(tmp_path, synthetic_root, caplog):
     caplog.clear()
     with caplog.at_level(logging.INFO):
         assert run_sthv1(tmp_path, "--allow-missing") == 0
-    assert "train_videofolder.txt: 10 videos kept, 1 missing on disk, 1 with fewer" in caplog.text
-    train = [r.path for r in read_video_list(tmp_path / "train_videofolder.txt")]
-    assert train == train_ids[2:]
+    assert "train_videofolder.txt: 11 videos kept, 1 missing on disk" in caplog.text
+    # The lists keep short videos (as TSM's generator); the datasets leave them out.
+    train = read_video_list(tmp_path / "train_videofolder.txt")
+    assert [r.path for r in train] == [train_ids[0], *train_ids[2:]] and train[0].num_frames == 2
     val = read_video_list(tmp_path / "val_videofolder.txt")
-    assert [r.path for r in val] == val_ids and val[0].num_frames == 2  # val keeps short videos
+    assert [r.path for r in val] == val_ids and val[0].num_frames == 2
 
 
 def test_sthv1_bad_csv_line_names_file_and_line(v1_root, caplog):
@@ -149,8 +150,9 @@ def test_sthv2_lists(tmp_path):
         "Pushing something from left to right",
         "Putting something on something",
     ]
-    # video 12 has 2 frames: left out of the training list
-    assert (tmp_path / "train_videolist.txt").read_text() == "11.webm 6 1\n13.webm 5 0\n"
+    # video 12 has 2 frames: listed (the datasets leave it out, data.min_frames)
+    listed = (tmp_path / "train_videolist.txt").read_text()
+    assert listed == "11.webm 6 1\n12.webm 2 0\n13.webm 5 0\n"
     assert (tmp_path / "val_videolist.txt").read_text() == "21.webm 4 1\n"
     (videos / "13.webm").write_bytes(b"\x1a\x45 broken")
     assert script.main(["--root", str(tmp_path)]) == 1  # unreadable: like a missing video

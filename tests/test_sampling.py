@@ -8,6 +8,7 @@ from rnlvideo.data.sampling import (
     clips_per_sample,
     dense_offsets,
     sample_offsets,
+    tsn_test_offsets,
     tsn_train_offsets,
     tsn_val_offsets,
     twice_sample_offsets,
@@ -39,11 +40,14 @@ def reference_val(n, t):
     return [0] * t
 
 
+def reference_test(n, t):
+    tick = n / t  # test mode: no fallback for short videos
+    return [int(tick / 2 + tick * x) for x in range(t)]
+
+
 def reference_twice(n, t):
-    if n > t:
-        tick = n / t
-        return [int(tick / 2 + tick * x) for x in range(t)] + [int(tick * x) for x in range(t)]
-    return [0] * (2 * t)
+    tick = n / t
+    return reference_test(n, t) + [int(tick * x) for x in range(t)]
 
 
 def reference_dense(n, t, starts):
@@ -61,19 +65,36 @@ def test_tsn_train_matches_formula(n, t):
 
 
 @pytest.mark.parametrize(("n", "t"), CASES)
-def test_val_and_twice_match_formula(n, t):
+def test_val_test_and_twice_match_formula(n, t):
     val = tsn_val_offsets(n, t)
+    test = tsn_test_offsets(n, t)
     twice = twice_sample_offsets(n, t)
-    assert val.dtype == twice.dtype == np.int64
+    assert val.dtype == test.dtype == twice.dtype == np.int64
     assert val.tolist() == reference_val(n, t)
+    assert test.tolist() == reference_test(n, t)
     assert twice.tolist() == reference_twice(n, t)
     assert twice.max() < n
+
+
+@pytest.mark.parametrize("t", [8, 16])
+def test_test_modes_follow_the_test_formula_for_every_length(t):
+    """Segment x of n frames: centre floor((2x + 1) n / 2T), start floor(x n / T), any n."""
+    for n in range(1, 81):
+        centres = [(2 * x + 1) * n // (2 * t) for x in range(t)]
+        starts = [x * n // t for x in range(t)]
+        assert tsn_test_offsets(n, t).tolist() == centres, n
+        assert sample_offsets("tsn_test", n, t).tolist() == centres, n
+        assert twice_sample_offsets(n, t).tolist() == centres + starts, n
+        assert sample_offsets("twice", n, t, num_clips=2).tolist() == centres + starts, n
 
 
 def test_known_values():
     assert tsn_val_offsets(10, 4).tolist() == [1, 3, 6, 8]
     assert twice_sample_offsets(10, 4).tolist() == [1, 3, 6, 8, 0, 2, 5, 7]
-    assert tsn_val_offsets(8, 8).tolist() == [0] * 8
+    assert tsn_val_offsets(8, 8).tolist() == [0] * 8  # validation: frame 1 for every segment
+    assert tsn_test_offsets(8, 8).tolist() == list(range(8))  # test: frames 1..8
+    assert twice_sample_offsets(8, 8).tolist() == list(range(8)) * 2
+    assert tsn_test_offsets(3, 8).tolist() == [0, 0, 0, 1, 1, 2, 2, 2]  # n < T repeats frames
     assert tsn_train_offsets(8, 8, np.random.default_rng(0)).tolist() == list(range(8))
 
 
@@ -118,7 +139,7 @@ def test_dispatcher_equals_functions():
 
 
 def test_dispatcher_errors():
-    with pytest.raises(ValueError, match="valid modes: tsn_train, tsn_val, twice"):
+    with pytest.raises(ValueError, match="valid modes: tsn_train, tsn_val, tsn_test, twice"):
         sample_offsets("uniform", 10, 4)
     with pytest.raises(ValueError, match="needs a random generator"):
         sample_offsets("tsn_train", 10, 4)
@@ -129,6 +150,6 @@ def test_dispatcher_errors():
 
 
 def test_clips_per_sample():
-    assert [clips_per_sample(m) for m in SAMPLING_MODES] == [1, 1, 2, 1, 1]
+    assert [clips_per_sample(m) for m in SAMPLING_MODES] == [1, 1, 1, 2, 1, 1]
     assert clips_per_sample("twice", 2) == 2
     assert clips_per_sample("dense_test", 10) == 10

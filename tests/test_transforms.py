@@ -10,6 +10,7 @@ from rnlvideo.data.transforms import (
     IMAGENET_STD,
     CenterCrop,
     Compose,
+    FrameSizeError,
     MultiScaleCrop,
     Normalize,
     ResizeShorter,
@@ -143,3 +144,22 @@ def test_builders_shapes_and_determinism():
     assert torch.equal(out, train(video, np.random.default_rng(1)))
     assert val_transform()(video, None).shape == (4, 3, 224, 224)
     assert three_crop_transform()(video, None).shape == (3, 4, 3, 256, 256)
+
+
+def test_frames_too_small_for_a_crop_raise_frame_size_errors():
+    video = random_video(h=30, w=40)
+    # 30 px is within 3 px of 32: the full-frame crop snaps to 32 px, beyond the frame.
+    with pytest.raises(
+        FrameSizeError, match=r"frames of 30x40 px are too small for MultiScaleCrop"
+    ):
+        MultiScaleCrop(32)(video, np.random.default_rng(0))
+    with pytest.raises(FrameSizeError, match="too small for MultiScaleCrop"):
+        MultiScaleCrop(8)(random_video(h=1, w=40), np.random.default_rng(0))  # 0 px crops
+    assert MultiScaleCrop(24)(video, np.random.default_rng(0)).shape == (3, 3, 24, 24)
+    with pytest.raises(FrameSizeError, match="CenterCrop\\(32\\) needs frames at least that big"):
+        CenterCrop(32)(video, np.random.default_rng(0))
+    with pytest.raises(FrameSizeError, match="ThreeCrop\\(32\\) needs frames at least that big"):
+        ThreeCrop(32)(video, np.random.default_rng(0))
+    for make in (val_transform, three_crop_transform):
+        with pytest.raises(ValueError, match="crop size 300 exceeds scale_size 256"):
+            make(input_size=300, scale_size=256)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from rnlvideo.config import build_dataset_from_config
+from rnlvideo import build_dataset_from_config
 from rnlvideo.data.device_transforms import DeferredClip, to_model_input
 from rnlvideo.data.frames import VideoDataError
 from rnlvideo.data.lists import prepare_kinetics, write_prepared_lists
@@ -101,9 +101,25 @@ def test_bad_videos_raise_or_are_replaced(tmp_path, video_root):
         dataset[1]
     with pytest.raises(VideoDataError, match="video not found: .*gone.mp4"):
         dataset[2]
-    resampling = make_dataset(tmp_path, num_segments=2, sampling="tsn_val", on_error="resample")
+    resampling = make_dataset(tmp_path, num_segments=2, on_error="resample")  # tsn_train
     assert [resampling[i][1] for i in range(3)] == [1, 1, 1]
     assert resampling.num_resampled >= 2
+
+
+def test_a_video_shorter_than_min_frames_is_a_video_error(tmp_path):
+    write_video(tmp_path / "short.mp4", num_frames=2)
+    write_video(tmp_path / "long.mp4", num_frames=6)
+    (tmp_path / "list.txt").write_text("short.mp4 4\nlong.mp4 5\n")  # no counts: read at load
+    dataset = make_dataset(tmp_path, num_segments=2, sampling="tsn_test")  # min_frames 3
+    assert len(dataset) == 2 and dataset[1][1] == 5
+    with pytest.raises(
+        VideoDataError, match="video has 2 frames, fewer than min_frames=3: .*short"
+    ):
+        dataset[0]
+    excluding = make_dataset(tmp_path, num_segments=2, sampling="tsn_test", on_error="exclude")
+    assert "short.mp4" in excluding[0][0].message
+    (tmp_path / "counted.txt").write_text("short.mp4 2 4\nlong.mp4 6 5\n")
+    assert [r.path for r in make_dataset(tmp_path, "counted.txt").records] == ["long.mp4"]
 
 
 def test_device_mode_through_a_loader(video_root):

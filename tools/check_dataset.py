@@ -4,10 +4,12 @@
     python tools/check_dataset.py data=sthv2 data.root=/data/sthv2 --split val --decode
 
 Reports missing frame folders / videos, frame counts that differ from the disk, absent frame
-files, labels out of range (data.num_classes, category.txt), videos listed twice and malformed
-list lines; with --decode also unreadable JPEGs (every frame of every video is decoded) or
-videos (opened, frame count compared, first and last frames decoded). Prints a summary per
-split and the first --max-problems problems. Exit status: 0 all good, 1 problems found.
+files, labels out of range (data.num_classes, category.txt), paths that are absolute or leave
+the data root, empty lists, videos listed twice and malformed list lines (the same checks that
+stop training at start), and counts the videos shorter than data.min_frames; with --decode
+also unreadable JPEGs (every frame of every video is decoded) or videos (opened, frame count
+compared, first and last frames decoded). Prints a summary per split and the first
+--max-problems problems. Exit status: 0 all good, 1 problems found.
 """
 
 import argparse

@@ -3,7 +3,7 @@
 A frame folder holds JPEG files (``.jpg``, ``.jpeg``) taken in sorted name order, as
 the datasets store them (``00001.jpg``, ...). A video file is decoded with decord (install the
 ``video`` extra). The frames are sampled and transformed as the evaluation protocols do
-(:func:`rnlvideo.engine.evaluation.protocol_transform`).
+(test-mode sampling, :func:`rnlvideo.engine.evaluation.protocol_transform`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from rnlvideo.data.frames import arrange_views, load_frame
+from rnlvideo.data.frames import VideoDataError, arrange_views, load_frame
 from rnlvideo.data.sampling import sample_offsets
+from rnlvideo.data.transforms import FrameSizeError
 from rnlvideo.data.video import read_video_frames
 from rnlvideo.engine.evaluation import protocol_transform, resolve_sampling
 
@@ -70,12 +71,17 @@ def video_views(
     """The ``clips x crops`` test views of one video: ``(clips * crops, C, T, S, S)`` float32.
 
     ``video``: as for :func:`read_clip`; the other arguments as
-    :func:`rnlvideo.engine.evaluation.protocol_dataset`'s.
+    :func:`rnlvideo.engine.evaluation.protocol_dataset`'s. Unreadable frames, or frames too
+    small for the crops, raise :class:`VideoDataError` naming the video.
     """
     mode = resolve_sampling(sampling, clips, val_sampling)
     frames = read_clip(video, lambda n: sample_offsets(mode, n, num_segments, None, clips))
     transform = protocol_transform(crops, input_size, scale_size, crop_size)
-    clip = transform(frames, np.random.default_rng(0))  # test transforms draw nothing
+    try:
+        clip = transform(frames, np.random.default_rng(0))  # test transforms draw nothing
+    except FrameSizeError as error:
+        where = "the given frames" if isinstance(video, torch.Tensor) else video
+        raise VideoDataError(f"{where}: {error}") from error
     return arrange_views(clip, clips, num_segments).contiguous()
 
 
@@ -84,7 +90,7 @@ def config_views(
 ) -> torch.Tensor:
     """:func:`video_views` with the data config and test protocol of ``cfg``.
 
-    ``single_view`` forces one clip and one centre crop (the validation view).
+    ``single_view`` forces one clip (test-mode segment centres) and one centre crop.
     """
     protocol = cfg.protocol
     return video_views(

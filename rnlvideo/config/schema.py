@@ -65,6 +65,7 @@ class EvalConfig:
     num_workers: int = setting(4, min=0)
     softmax: bool = False
     max_clips_per_forward: int | None = setting(None, min=1)
+    on_error: str = setting("raise", choices=("raise", "exclude"))
 
 
 @dataclass
@@ -73,7 +74,7 @@ class ProtocolConfig:
 
     clips: int = setting(1, min=1)
     crops: int = setting(1, choices=(1, 3))
-    sampling: str = setting("auto", choices=("auto", "tsn_val", "twice", "dense_test"))
+    sampling: str = setting("auto", choices=("auto", "tsn_test", "twice", "dense_test", "tsn_val"))
     crop_size: int | None = setting(None, min=1)
 
 
@@ -95,6 +96,7 @@ class DataConfig:
     scale_size: int = setting(256, min=1)
     category_file: str | None = None
     on_error: str = setting("raise", choices=("raise", "resample"))
+    min_frames: int = setting(3, min=1)
     device_transform: bool = False
     prepare_hint: str = ""
     train: Any = MISSING

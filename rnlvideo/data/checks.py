@@ -1,9 +1,14 @@
 """Check a split's list file against the data on disk (``tools/check_dataset.py``).
 
-Problem kinds (``PROBLEM_KINDS``): a malformed list line, a missing frame folder or video, a
-frame count that differs from the disk, expected frame files that are absent, unreadable
-frames or videos and frames of one video that differ in size (``decode=True``), labels out of
-range, videos listed twice, and a category file that disagrees with ``data.num_classes``.
+Problem kinds (``PROBLEM_KINDS``): a malformed line or a list without videos, a path that is
+absolute or leaves the data root, a missing frame folder or video, a frame count that differs
+from the disk, expected frame files that are absent, unreadable frames or videos and frames of
+one video that differ in size (``decode=True``), labels out of range, videos listed twice, and
+a category file that disagrees with ``data.num_classes``. Videos listed with fewer than
+``min_frames`` frames are counted (the datasets leave them out), not reported as problems.
+
+:func:`check_class_count` is the start-of-run check of the category file that training and
+evaluation call before building the model.
 """
 
 from __future__ import annotations
@@ -19,14 +24,22 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from rnlvideo.data.frames import FrameFolderDataset, VideoDataError, load_frame
-from rnlvideo.data.lists import VideoRecord, iter_list_lines, parse_list_line, read_categories
+from rnlvideo.data.frames import DEFAULT_MIN_FRAMES, FrameFolderDataset, VideoDataError, load_frame
+from rnlvideo.data.lists import (
+    VideoRecord,
+    check_label,
+    check_list_path,
+    iter_list_lines,
+    parse_list_line,
+    read_categories,
+)
 from rnlvideo.data.video import VideoFileDataset, read_video_frames
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_KINDS = {
-    "list": "list file missing or line malformed",
+    "list": "list file missing or empty, or line malformed",
+    "path": "list path absolute or outside the data root",
     "missing": "frame folder or video file not found",
     "frame_count": "frame count in the list differs from the disk",
     "missing_frame": "frame files absent from a folder",
@@ -59,6 +72,7 @@ class ListSettings:
     list_file: Path
     filename_tmpl: str = "{:05d}.jpg"
     start_index: int = 1
+    min_frames: int = DEFAULT_MIN_FRAMES
 
 
 @dataclass
@@ -68,6 +82,7 @@ class SplitReport:
     split: str
     settings: ListSettings
     num_videos: int = 0
+    num_too_short: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -99,6 +114,7 @@ def list_settings(node: DictConfig) -> ListSettings:
         list_file=Path(values["list_file"]),
         filename_tmpl=values.get("filename_tmpl", "{:05d}.jpg"),
         start_index=values.get("start_index", 1),
+        min_frames=values.get("min_frames", DEFAULT_MIN_FRAMES),
     )
 
 
@@ -209,10 +225,15 @@ def _parse_records(
         if settings.kind == "frames" and record.num_frames is None:
             report.problems.append(Problem("list", where, "frame folders need a frame count"))
             continue
-        if record.label >= num_classes:
-            report.problems.append(
-                Problem("label", where, f"label {record.label} >= num_classes {num_classes}")
-            )
+        try:
+            check_list_path(record.path, where)
+        except ValueError as error:
+            report.problems.append(Problem("path", where, str(error).removeprefix(f"{where}: ")))
+            continue
+        try:
+            check_label(record.label, num_classes, where)
+        except ValueError as error:
+            report.problems.append(Problem("label", where, str(error).removeprefix(f"{where}: ")))
         if record.path in first_seen:
             report.problems.append(
                 Problem(
@@ -226,13 +247,19 @@ def _parse_records(
 
 
 def check_categories(category_file: str | Path | None, num_classes: int) -> list[Problem]:
-    """The category file must exist and name ``num_classes`` classes (if one is configured)."""
+    """The category file must exist, be well formed and name ``num_classes`` classes.
+
+    Nothing is checked when ``category_file`` is None (none configured).
+    """
     if category_file is None:
         return []
     try:
         names = read_categories(category_file)
     except FileNotFoundError:
         return [Problem("categories", str(category_file), "category file not found")]
+    except ValueError as error:
+        where, _, detail = str(error).partition(": ")
+        return [Problem("categories", where, detail)]
     if len(names) != num_classes:
         return [
             Problem(
@@ -242,6 +269,21 @@ def check_categories(category_file: str | Path | None, num_classes: int) -> list
             )
         ]
     return []
+
+
+def check_class_count(category_file: str | Path | None, num_classes: int) -> None:
+    """Start-of-run check: ``category_file`` (``data.category_file``) names ``num_classes``.
+
+    Raises ``ValueError`` naming the file when it is missing, malformed or names another
+    number of classes than ``data.num_classes``; does nothing when ``category_file`` is None.
+    Training and evaluation call it before building the model.
+    """
+    problems = check_categories(category_file, num_classes)
+    if problems:
+        raise ValueError(
+            "; ".join(f"{p.where}: {p.detail}" for p in problems)
+            + " (data.category_file must name data.num_classes classes, one per line)"
+        )
 
 
 def check_list(
@@ -257,6 +299,10 @@ def check_list(
         report.problems.append(Problem("list", str(settings.list_file), "list file not found"))
         return report
     records = _parse_records(settings, num_classes, report)
+    if not records and not report.problems:
+        report.problems.append(Problem("list", str(settings.list_file), "the list names no videos"))
+    short = [r for r in records if r.num_frames is not None and r.num_frames < settings.min_frames]
+    report.num_too_short = len(short)
     report.num_videos = len(records)
     if not settings.root.is_dir():
         report.problems.append(Problem("missing", str(settings.root), "data root not found"))
@@ -290,6 +336,11 @@ def format_report(report: SplitReport, max_problems: int) -> str:
         f"({settings.kind} under {settings.root}): "
         + ("OK" if report.ok else f"{len(report.problems)} problem(s)")
     ]
+    if report.num_too_short:
+        lines.append(
+            f"  {report.num_too_short} videos listed with fewer than {settings.min_frames} frames "
+            "(min_frames): left out when loading"
+        )
     for kind, count in sorted(report.counts().items()):
         lines.append(f"  {kind:<14}{count:>8}  {PROBLEM_KINDS[kind]}")
     shown = report.problems[:max_problems]

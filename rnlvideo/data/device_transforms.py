@@ -41,7 +41,6 @@ from rnlvideo.data.transforms import (
     ResizeShorter,
     ThreeCrop,
     VideoTransform,
-    crop_sizes,
     fixed_crop_offsets,
 )
 
@@ -156,7 +155,7 @@ def multiscale_crop_box(
     crop: MultiScaleCrop, image_w: int, image_h: int, rng: np.random.Generator
 ) -> tuple[int, int, int, int]:
     """``(x, y, crop_w, crop_h)`` that ``crop`` would cut, with the same generator draws."""
-    sizes = crop_sizes(image_w, image_h, crop.output_size, crop.scales, crop.max_distort)
+    sizes = crop.candidate_sizes(image_w, image_h)
     crop_w, crop_h = sizes[rng.integers(len(sizes))]
     corners = fixed_crop_offsets(image_w, image_h, crop_w, crop_h, crop.more_fix_crop)
     x, y = corners[rng.integers(len(corners))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +13,31 @@ from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from rnlvideo.data.device_transforms import DeferredClip, DeviceTransform, defer_transform
-from rnlvideo.data.lists import VideoRecord, read_categories, read_video_list
-from rnlvideo.data.sampling import clips_per_sample, sample_offsets
-from rnlvideo.data.transforms import VideoTransform
+from rnlvideo.data.lists import VideoRecord, check_label, read_categories, read_video_list
+from rnlvideo.data.sampling import RANDOM_MODES, clips_per_sample, sample_offsets
+from rnlvideo.data.transforms import FrameSizeError, VideoTransform
 
 logger = logging.getLogger(__name__)
 
-ON_ERROR_POLICIES = ("raise", "resample")
+# "resample" substitutes another video (training only); "exclude" marks the video for the
+# evaluation to leave out (evaluation only); "raise" stops.
+ON_ERROR_POLICIES = ("raise", "resample", "exclude")
+# TSM leaves videos with fewer frames than this out of every split.
+DEFAULT_MIN_FRAMES = 3
+# Short videos named in the log when a list's short videos are left out.
+_NAMED_SHORT = 5
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_KNOWN_FORMATS = {b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
 # on_error="resample" gives up after this many unreadable replacements in a row.
 MAX_RESAMPLE_ATTEMPTS = 10
 # The random stream of replacement choices: default_rng([seed, epoch, index, _RESAMPLE_STREAM]).
 _RESAMPLE_STREAM = 1
 
 __all__ = [
+    "DEFAULT_MIN_FRAMES",
     "ON_ERROR_POLICIES",
     "ClipDataset",
+    "ExcludedVideo",
     "FrameFolderDataset",
     "SharedCounter",
     "VideoDataError",
@@ -39,6 +50,13 @@ __all__ = [
 
 class VideoDataError(RuntimeError):
     """A video's data on disk is missing, unreadable or inconsistent; the message names it."""
+
+
+@dataclass(frozen=True)
+class ExcludedVideo:
+    """The clip of ``dataset[i]`` for a bad video under ``on_error="exclude"``: its error."""
+
+    message: str
 
 
 class SharedCounter:
@@ -64,13 +82,31 @@ class SharedCounter:
 
 
 def load_frame(path: Path) -> torch.Tensor:
-    """Decode one JPEG to RGB uint8 ``(3, H, W)``; a missing or bad file raises VideoDataError."""
+    """Decode one JPEG to RGB uint8 ``(3, H, W)`` (grayscale and CMYK JPEGs are converted).
+
+    A missing, empty, non-JPEG, truncated or otherwise undecodable file raises
+    :class:`VideoDataError` naming it.
+    """
     if not path.is_file():
         raise VideoDataError(f"frame not found: {path}")
     try:
-        return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        raise VideoDataError(f"cannot decode frame {path}: {exc}") from exc
+        data = read_file(str(path)) if path.stat().st_size else None
+    except (OSError, RuntimeError) as exc:
+        raise VideoDataError(f"cannot read frame {path}: {exc}") from exc
+    if data is None:
+        raise VideoDataError(f"frame is an empty file (0 bytes): {path}")
+    head = data[:4].numpy().tobytes()
+    if not head.startswith(_JPEG_MAGIC):
+        found = next(
+            (name for magic, name in _KNOWN_FORMATS.items() if head.startswith(magic)), None
+        )
+        what = f"{found} data" if found else f"starts with {head.hex(' ')}"
+        raise VideoDataError(f"frame is not a JPEG file ({what}): {path}")
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as exc:
+        reason = str(exc).rsplit(", ", 1)[-1]  # drop torchvision's source location
+        raise VideoDataError(f"cannot decode JPEG frame {path}: {reason}") from exc
 
 
 OffsetsFn = Callable[[int], np.ndarray]
@@ -89,22 +125,33 @@ def arrange_views(clip: torch.Tensor, clips: int, num_segments: int) -> torch.Te
     return views.reshape(clips * s, num_segments, c, h, w).transpose(1, 2)
 
 
-def read_flip_label_map(source: Mapping[int, int] | str | Path | None) -> dict[int, int]:
-    """``{label: label after a horizontal flip}`` from a mapping or a ``label mirrored`` file."""
+def read_flip_label_map(
+    source: Mapping[int, int] | str | Path | None, num_classes: int | None = None
+) -> dict[int, int]:
+    """``{label: label after a horizontal flip}`` from a mapping or a ``label mirrored`` file.
+
+    With ``num_classes`` both labels of every pair must lie in ``[0, num_classes)``; errors
+    name the file and line (or ``flip_label_map`` for a mapping).
+    """
     if source is None:
         return {}
     if isinstance(source, Mapping):
-        return {int(k): int(v) for k, v in source.items()}
-    path = Path(source)
-    mapping = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or not all(f.lstrip("-").isdigit() for f in fields):
-            raise ValueError(f"{path}:{number}: expected 'label mirrored_label', got {line!r}")
-        mapping[int(fields[0])] = int(fields[1])
-    return mapping
+        pairs = [("flip_label_map", int(k), int(v)) for k, v in source.items()]
+    else:
+        path = Path(source)
+        pairs = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or not all(f.lstrip("-").isdigit() for f in fields):
+                raise ValueError(f"{path}:{number}: expected 'label mirrored_label', got {line!r}")
+            pairs.append((f"{path}:{number}", int(fields[0]), int(fields[1])))
+    if num_classes is not None:
+        for where, label, mirrored in pairs:
+            check_label(label, num_classes, where)
+            check_label(mirrored, num_classes, where)
+    return {label: mirrored for _, label, mirrored in pairs}
 
 
 class ClipDataset(Dataset):
@@ -127,11 +174,21 @@ class ClipDataset(Dataset):
     DataLoader worker count. ``set_epoch`` must be called before the epoch's iterator is made;
     with ``persistent_workers=True`` the workers keep the epoch they were started with.
 
-    Bad input (a missing or undecodable frame or video): ``on_error="raise"`` raises
-    :class:`VideoDataError` naming the file; ``on_error="resample"`` logs a warning naming the
-    file and returns another video, drawn from ``default_rng([seed, epoch, index, 1])``, instead.
-    Replacements are counted across worker processes: ``num_resampled`` (cumulative) and a
-    warning with the epoch's count at the next ``set_epoch``.
+    The list is checked when the dataset is built: a malformed line, a path that is absolute or
+    leaves the root (``..``) and, with ``num_classes``, a label outside ``[0, num_classes)``
+    raise ``ValueError`` naming the file and line; so does a list without videos. Videos with
+    fewer than ``min_frames`` frames (TSM: 3) are left out, counted in ``num_too_short`` and
+    logged with the list's name; a video whose count is only known when it is opened (a
+    ``path label`` line) and is too short raises :class:`VideoDataError` then.
+
+    Bad input (a missing, empty or undecodable frame or video, frames too small for the
+    transform's crops): ``on_error="raise"`` raises :class:`VideoDataError` naming the file.
+    ``on_error="resample"`` (training sampling only) logs a warning naming the file and returns
+    another video, drawn from ``default_rng([seed, epoch, index, 1])``, instead. Replacements
+    are counted across worker processes: ``num_resampled`` (cumulative) and a warning with the
+    epoch's count at the next ``set_epoch``. ``on_error="exclude"`` (evaluation sampling only)
+    returns ``(ExcludedVideo(message), label)``: the evaluation leaves the video out of the
+    metrics and reports it (``rnlvideo.engine.evaluation.predict``).
 
     ``horizontal_flip`` mirrors half of the samples (drawn from the sample's generator) before the
     transform; ``flip_label_map`` (``{label: mirrored label}``, or a file of ``label mirrored``
@@ -150,14 +207,16 @@ class ClipDataset(Dataset):
         sampling: str = "tsn_train",
         num_clips: int = 1,
         seed: int = 0,
-        min_frames: int = 1,
+        min_frames: int = DEFAULT_MIN_FRAMES,
         on_error: str = "raise",
         device_transform: bool = False,
         horizontal_flip: bool = False,
         flip_label_map: Mapping[int, int] | str | Path | None = None,
+        num_classes: int | None = None,
     ) -> None:
-        if on_error not in ON_ERROR_POLICIES:
-            raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR_POLICIES}")
+        check_on_error(on_error, sampling)
+        if min_frames < 1:
+            raise ValueError(f"min_frames={min_frames}: expected a positive frame count")
         self.list_file = Path(list_file)
         self.clips_per_sample = clips_per_sample(sampling, num_clips)
         self.transform = defer_transform(transform) if device_transform else transform
@@ -170,21 +229,49 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.on_error = on_error
+        self.min_frames = min_frames
         self.horizontal_flip = horizontal_flip
-        self.flip_label_map = read_flip_label_map(flip_label_map)
+        self.flip_label_map = read_flip_label_map(flip_label_map, num_classes)
         self._resampled = SharedCounter()
         self._resampled_reported = 0
-        records = read_video_list(self.list_file)
-        # TSM trains only on videos with at least 3 frames (min_frames=3); records without a
-        # frame count are kept (their count is only known when the video is opened).
-        self.records = [r for r in records if r.num_frames is None or r.num_frames >= min_frames]
-        logger.info(
-            "%s: %d videos (%d with fewer than %d frames skipped)",
-            list_file,
-            len(self.records),
-            len(records) - len(self.records),
-            min_frames,
-        )
+        self.records = self._keep_long_enough(read_video_list(self.list_file, num_classes))
+        logger.info("%s: %d videos", self.list_file, len(self.records))
+
+    def _keep_long_enough(self, records: list[VideoRecord]) -> list[VideoRecord]:
+        """``records`` without those listed with fewer than ``min_frames`` frames (logged).
+
+        Records without a frame count are kept: their count is checked when they are opened.
+        """
+        if not records:
+            raise ValueError(f"{self.list_file}: the list names no videos")
+        kept = [r for r in records if r.num_frames is None or r.num_frames >= self.min_frames]
+        short = [
+            r.path for r in records if r.num_frames is not None and r.num_frames < self.min_frames
+        ]
+        self.num_too_short = len(short)
+        if short:
+            named = ", ".join(short[:_NAMED_SHORT]) + (", ..." if len(short) > _NAMED_SHORT else "")
+            logger.warning(
+                "%s: %d of %d videos have fewer than %d frames and are left out (min_frames): %s",
+                self.list_file,
+                len(short),
+                len(records),
+                self.min_frames,
+                named,
+            )
+        if not kept:
+            raise ValueError(
+                f"{self.list_file}: all {len(records)} videos have fewer than "
+                f"min_frames={self.min_frames} frames"
+            )
+        return kept
+
+    def video_location(self, record: VideoRecord) -> Path:
+        """Where ``record``'s frame folder or file is: ``self.root / record.path``.
+
+        Subclasses set ``self.root``.
+        """
+        return self.root / record.path
 
     def read_clip(self, record: VideoRecord, offsets_for: OffsetsFn) -> torch.Tensor:
         """Decode the frames at ``offsets_for(num_frames)``: uint8 ``(len(offsets), 3, H, W)``.
@@ -225,6 +312,8 @@ class ClipDataset(Dataset):
         except VideoDataError as error:
             if self.on_error == "raise":
                 raise
+            if self.on_error == "exclude":
+                return ExcludedVideo(str(error)), self.records[index].label
             return self._replacement(index, error)
 
     def _sample(self, index: int) -> tuple[torch.Tensor | DeferredClip, int]:
@@ -233,7 +322,11 @@ class ClipDataset(Dataset):
         if self.horizontal_flip and rng.random() < 0.5:
             frames = frames.flip(-1)
             label = self.flip_label_map.get(label, label)
-        return self.finish(frames, rng), label
+        try:
+            return self.finish(frames, rng), label
+        except FrameSizeError as error:
+            location = self.video_location(self.records[index])
+            raise VideoDataError(f"{location}: {error}") from error
 
     def decode(self, index: int) -> tuple[torch.Tensor, np.random.Generator]:
         """First stage of ``dataset[index]``: the sampled frames and the sample's generator.
@@ -291,11 +384,34 @@ class ClipDataset(Dataset):
         return views[0] if len(views) == 1 else views
 
 
+def check_on_error(on_error: str, sampling: str) -> None:
+    """``on_error`` must be a policy of ``ON_ERROR_POLICIES`` that suits ``sampling``.
+
+    Substituting a video ("resample") would put another video's label into evaluation
+    metrics, so it needs a training (random) sampling; "exclude" is for evaluation samplings.
+    """
+    if on_error not in ON_ERROR_POLICIES:
+        raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR_POLICIES}")
+    training = sampling in RANDOM_MODES
+    if on_error == "resample" and not training:
+        raise ValueError(
+            f"on_error='resample' substitutes videos, which only training may do (sampling "
+            f"{' / '.join(RANDOM_MODES)}), got sampling={sampling!r}; evaluation datasets take "
+            "'raise' or 'exclude' (eval.on_error)"
+        )
+    if on_error == "exclude" and training:
+        raise ValueError(
+            f"on_error='exclude' is for evaluation datasets, got the training sampling "
+            f"{sampling!r}; training takes 'raise' or 'resample' (data.on_error)"
+        )
+
+
 class FrameFolderDataset(ClipDataset):
     """Videos as ``root/<record.path>/<filename_tmpl.format(offset + start_index)>`` JPEGs.
 
     List lines are ``path num_frames label`` (TSM's ``*_videofolder.txt``). Samples, views,
-    randomness, ``on_error`` and ``device_transform``: see :class:`ClipDataset`.
+    randomness, list checks, ``min_frames``, ``on_error`` and ``device_transform``: see
+    :class:`ClipDataset`.
     """
 
     def __init__(
@@ -309,11 +425,12 @@ class FrameFolderDataset(ClipDataset):
         start_index: int = 1,
         num_clips: int = 1,
         seed: int = 0,
-        min_frames: int = 1,
+        min_frames: int = DEFAULT_MIN_FRAMES,
         on_error: str = "raise",
         device_transform: bool = False,
         horizontal_flip: bool = False,
         flip_label_map: Mapping[int, int] | str | Path | None = None,
+        num_classes: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -330,6 +447,7 @@ class FrameFolderDataset(ClipDataset):
             device_transform=device_transform,
             horizontal_flip=horizontal_flip,
             flip_label_map=flip_label_map,
+            num_classes=num_classes,
         )
         uncounted = [r.path for r in self.records if r.num_frames is None]
         if uncounted:

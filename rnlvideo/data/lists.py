@@ -2,8 +2,11 @@
 
 A list file has one video per line, ``path num_frames label`` (TSM's ``*_videofolder.txt``) or
 ``path label`` (video files whose frame count is read from the container). ``path`` is relative
-to the dataset's frame or video root. ``category.txt`` holds the class names, line ``i`` being
-class ``i``.
+to the dataset's frame or video root and may not leave it (no absolute paths, no ``..``). A
+path holding whitespace (Kinetics class folders such as ``air drumming``) is written as a JSON
+string, ``"train/air drumming/x.mp4" 0``, so every line reads back unambiguously; plain paths
+are written bare, as TSM writes them. ``category.txt`` holds the class names, line ``i`` being
+class ``i``. Lists and category files are written atomically (temporary file, fsync, rename).
 
 Makers for the official annotation formats:
 - Something-Something V1: ``something-something-v1-labels.csv`` (one class per line) and
@@ -21,13 +24,11 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 logger = logging.getLogger(__name__)
 
 CATEGORY_FILENAME = "category.txt"
-# TSM leaves videos with fewer frames than this out of the training lists.
-MIN_TRAIN_FRAMES = 3
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
 
@@ -40,25 +41,89 @@ class VideoRecord:
     label: int
 
 
-def parse_list_line(line: str, where: str) -> VideoRecord:
-    """``path num_frames label`` or ``path label``; errors start with ``where`` (file:line)."""
-    fields = line.split()
+_LINE_FORMAT = "'path num_frames label' or 'path label'"
+
+
+def _split_path(line: str, where: str) -> tuple[str, list[str]]:
+    """``(path, remaining fields)``; a path starting with ``"`` is a JSON string."""
+    text = line.strip()
+    if not text:
+        raise ValueError(f"{where}: expected {_LINE_FORMAT}, got an empty line")
+    if not text.startswith('"'):
+        path, *fields = text.split()
+        return path, fields
     try:
-        if len(fields) == 3:
-            path, num_frames, label = fields[0], int(fields[1]), int(fields[2])
-        elif len(fields) == 2:
-            path, num_frames, label = fields[0], None, int(fields[1])
+        path, end = json.JSONDecoder().raw_decode(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{where}: unterminated or malformed quoted path in {line!r}") from None
+    rest = text[end:]
+    if not isinstance(path, str) or (rest and not rest[0].isspace()):
+        raise ValueError(f"{where}: expected a quoted path then whitespace, got {line!r}")
+    return path, rest.split()
+
+
+def parse_list_line(line: str, where: str) -> VideoRecord:
+    """``path num_frames label`` or ``path label``; errors start with ``where`` (file:line).
+
+    ``path`` is a bare word or a JSON string (for paths holding whitespace); it is not checked
+    here (see :func:`check_list_path`).
+    """
+    path, fields = _split_path(line, where)
+    try:
+        if len(fields) == 2:
+            num_frames, label = int(fields[0]), int(fields[1])
+        elif len(fields) == 1:
+            num_frames, label = None, int(fields[0])
         else:
             raise ValueError
     except ValueError:
-        raise ValueError(
-            f"{where}: expected 'path num_frames label' or 'path label', got {line!r}"
-        ) from None
+        hint = "; quote a path that holds spaces as a JSON string" if len(fields) > 2 else ""
+        raise ValueError(f"{where}: expected {_LINE_FORMAT}, got {line!r}{hint}") from None
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"{where}: num_frames must be positive, got {line!r}")
     if label < 0:
         raise ValueError(f"{where}: label must be non-negative, got {line!r}")
     return VideoRecord(path, num_frames, label)
+
+
+def check_list_path(path: str, where: str) -> None:
+    """Refuse a list path that is empty, absolute, has a ``..`` part or control characters.
+
+    List paths are joined to the data root, so any of these could read outside it.
+    """
+    if not path or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError(f"{where}: path {path!r} is empty or holds control characters")
+    if PurePosixPath(path).is_absolute():
+        raise ValueError(
+            f"{where}: path {path!r} is absolute; list paths must be relative to the data root"
+        )
+    if ".." in PurePosixPath(path).parts:
+        raise ValueError(
+            f"{where}: path {path!r} has a '..' part; it must stay under the data root"
+        )
+
+
+def check_label(label: int, num_classes: int, where: str) -> None:
+    """Refuse a label outside ``[0, num_classes)``; the message starts with ``where``."""
+    if not 0 <= label < num_classes:
+        raise ValueError(
+            f"{where}: label {label} is out of range: expected 0 <= label < {num_classes} "
+            f"(data.num_classes)"
+        )
+
+
+def format_list_line(record: VideoRecord) -> str:
+    """The list-file line of ``record`` (read back by :func:`parse_list_line`).
+
+    The path is written as a JSON string when it holds whitespace or non-printable characters
+    or starts with ``"``; bare otherwise.
+    """
+    path = record.path
+    if not path or path[0] == '"' or any(c.isspace() or not c.isprintable() for c in path):
+        path = json.dumps(path, ensure_ascii=False)
+    if record.num_frames is None:
+        return f"{path} {record.label}"
+    return f"{path} {record.num_frames} {record.label}"
 
 
 def iter_list_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -72,65 +137,111 @@ def iter_list_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 yield number, line.rstrip("\n")
 
 
-def read_video_list(path: str | Path) -> list[VideoRecord]:
-    """Parse a list file; blank lines are skipped, a bad line raises ``file:line: ...``."""
-    return [parse_list_line(line, f"{path}:{number}") for number, line in iter_list_lines(path)]
+def read_video_list(path: str | Path, num_classes: int | None = None) -> list[VideoRecord]:
+    """Parse and check a list file; blank lines are skipped.
+
+    Every path must stay under the data root (:func:`check_list_path`) and, with
+    ``num_classes``, every label must lie in ``[0, num_classes)``. The first bad line raises
+    ``ValueError`` starting with ``file:line``.
+    """
+    records = []
+    for number, line in iter_list_lines(path):
+        where = f"{path}:{number}"
+        record = parse_list_line(line, where)
+        check_list_path(record.path, where)
+        if num_classes is not None:
+            check_label(record.label, num_classes, where)
+        records.append(record)
+    return records
 
 
 def read_categories(path: str | Path) -> list[str]:
-    """Class names from ``category.txt``, one per line (line ``i`` is class ``i``)."""
+    """Class names from ``category.txt``, one per line (line ``i`` is class ``i``).
+
+    Trailing blank lines are ignored; a blank line before a name (it would shift every later
+    class) or a name given twice raises ``ValueError`` with ``file:line``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"category file not found: {path}")
     with path.open(encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+        lines = [line.strip() for line in f]
+    while lines and not lines[-1]:
+        lines.pop()
+    first_line: dict[str, int] = {}
+    for number, name in enumerate(lines, start=1):
+        if not name:
+            raise ValueError(
+                f"{path}:{number}: empty class name (line {number} is class {number - 1})"
+            )
+        if name in first_line:
+            raise ValueError(
+                f"{path}:{number}: class name {name!r} already on line {first_line[name]}"
+            )
+        first_line[name] = number
+    return lines
 
 
 def write_lines(path: str | Path, lines: Iterable[str]) -> None:
-    """Write ``lines`` to ``path``, each ending with a newline."""
-    Path(path).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    """Write ``lines`` to ``path``, each ending with a newline, atomically.
+
+    The text goes to a temporary file in the same directory, is flushed and fsynced, then
+    renamed over ``path``: a reader sees the old or the complete new file, never a part. A line
+    holding a newline raises ``ValueError`` (it would read back as two lines).
+    """
+    path = Path(path)
+    lines = list(lines)
+    for number, line in enumerate(lines, start=1):
+        if "\n" in line or "\r" in line:
+            raise ValueError(f"{path}: line {number} to write holds a line break: {line!r}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write("".join(f"{line}\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 # ------------------------------------------------------------------------------ list making
 @dataclass
 class SplitList:
-    """A list made from annotations: the kept records and the videos left out, by reason.
+    """A list made from annotations: the kept records and the videos missing on disk.
 
-    ``missing``: not on disk (or, for video files, not readable); ``too_short``: fewer than
-    ``min_frames`` frames.
+    ``missing``: not on disk (or, for video files, not readable). Short videos are kept: the
+    datasets leave out those with fewer than ``data.min_frames`` frames, in every split.
     """
 
-    min_frames: int = 1
     records: list[VideoRecord] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
-    too_short: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """The list-file lines: ``path num_frames label``, or ``path label`` without a count."""
-        return [
-            f"{r.path} {r.label}" if r.num_frames is None else f"{r.path} {r.num_frames} {r.label}"
-            for r in self.records
-        ]
+        return [format_list_line(record) for record in self.records]
 
 
 def make_split_list(
-    entries: Iterable[tuple[str, int]],
-    count_frames: Callable[[str], int | None] | None,
-    min_frames: int = 1,
+    entries: Iterable[tuple[str, int]], count_frames: Callable[[str], int | None] | None
 ) -> SplitList:
     """Records for ``(path, label)`` entries, counting each video's frames on disk.
 
     ``count_frames(path)`` returns None for a missing (or unreadable) video, listed in
-    ``missing``; videos with fewer than ``min_frames`` frames go to ``too_short``. With
-    ``count_frames=None`` nothing is counted and every entry is kept without a frame count.
+    ``missing``. With ``count_frames=None`` nothing is counted and every entry is kept without
+    a frame count.
     """
-    split = SplitList(min_frames)
+    split = SplitList()
     for path, label in entries:
         num_frames = None if count_frames is None else count_frames(path)
         if count_frames is not None and num_frames is None:
             split.missing.append(path)
-        elif num_frames is not None and num_frames < min_frames:
-            split.too_short.append(path)
         else:
             split.records.append(VideoRecord(path, num_frames, label))
     return split
@@ -189,6 +300,7 @@ def read_v1_split(path: str | Path, labels: dict[str, int]) -> list[tuple[str, i
             raise ValueError(f"{where}: expected 'id;label', got {line!r}")
         if name not in labels:
             raise ValueError(f"{where}: unknown label {name!r} (not in the labels CSV)")
+        check_list_path(video_id, where)
         entries.append((video_id, labels[name]))
     return entries
 
@@ -243,6 +355,7 @@ def read_v2_split(
         name = v2_label_name(item["template"])
         if name not in labels:
             raise ValueError(f"{where}: unknown class {name!r} (not in labels.json)")
+        check_list_path(f"{item['id']}{extension}", where)
         entries.append((f"{item['id']}{extension}", labels[name]))
     return entries
 
@@ -287,23 +400,21 @@ class PreparedLists:
         return sum(len(split.missing) for split in self.splits.values())
 
     def log_summary(self, max_named: int = 10) -> None:
-        """Log the kept / missing / too-short counts of every list and name the first videos."""
+        """Log the kept / missing counts of every list and name the first missing videos."""
         logger.info("%d classes", len(self.categories))
         for name, split in self.splits.items():
             logger.info(
-                "%s: %d videos kept, %d missing on disk, %d with fewer than %d frames left out",
+                "%s: %d videos kept, %d missing on disk",
                 name,
                 len(split.records),
                 len(split.missing),
-                len(split.too_short),
-                split.min_frames,
             )
-            left_out = (("missing on disk", split.missing), ("too short", split.too_short))
-            for reason, paths in left_out:
-                for path in paths[:max_named]:
-                    logger.warning("%s: %s: %s", name, reason, path)
-                if len(paths) > max_named:
-                    logger.warning("%s: ... %d more %s", name, len(paths) - max_named, reason)
+            for path in split.missing[:max_named]:
+                logger.warning("%s: missing on disk: %s", name, path)
+            if len(split.missing) > max_named:
+                logger.warning(
+                    "%s: ... %d more missing on disk", name, len(split.missing) - max_named
+                )
 
     def write(self, root: str | Path) -> list[Path]:
         """Write ``category.txt`` and the lists under ``root``; returns the paths written."""
@@ -323,19 +434,19 @@ def prepare_sthv1(
 
     ``category.txt`` = the sorted labels; ``train_videofolder.txt`` / ``val_videofolder.txt``
     = ``id num_frames class`` with ``num_frames`` the number of files in the video's folder.
-    Videos with fewer than 3 frames are left out of the training list (TSM's rule).
+    Every video on disk is listed; the datasets leave out short ones (``data.min_frames``).
     """
     root = Path(root)
     categories = read_v1_labels(root / "something-something-v1-labels.csv")
     labels = label_index(categories)
     splits = {}
-    for list_name, csv_name, min_frames in (
-        ("train_videofolder.txt", "something-something-v1-train.csv", MIN_TRAIN_FRAMES),
-        ("val_videofolder.txt", "something-something-v1-validation.csv", 1),
+    for list_name, csv_name in (
+        ("train_videofolder.txt", "something-something-v1-train.csv"),
+        ("val_videofolder.txt", "something-something-v1-validation.csv"),
     ):
         entries = read_v1_split(root / csv_name, labels)
         splits[list_name] = make_split_list(
-            entries, lambda path: count_files(root / frames_dir / path), min_frames
+            entries, lambda path: count_files(root / frames_dir / path)
         )
     return PreparedLists(categories, splits)
 
@@ -354,12 +465,12 @@ def prepare_sthv2(
     labels = label_index(categories)
     counter = (lambda path: count_video_frames(root / videos_dir / path)) if count else None
     splits = {}
-    for list_name, json_name, min_frames in (
-        ("train_videolist.txt", "train.json", MIN_TRAIN_FRAMES),
-        ("val_videolist.txt", "validation.json", 1),
+    for list_name, json_name in (
+        ("train_videolist.txt", "train.json"),
+        ("val_videolist.txt", "validation.json"),
     ):
         entries = read_v2_split(root / json_name, labels)
-        splits[list_name] = make_split_list(entries, counter, min_frames)
+        splits[list_name] = make_split_list(entries, counter)
     return PreparedLists(categories, splits)
 
 

@@ -3,6 +3,10 @@
 Every function returns 0-based frame offsets as an int64 array; the dataset adds the index of
 the first frame file (1 for Something-Something V1). ``num_frames`` is the number of frames of
 the video (``n``), ``num_segments`` the number of frames per clip (``T``).
+
+Validation during training ("tsn_val") and the test protocols ("tsn_test", "twice") differ for
+short videos, as in TSM: validation takes frame 0 for every segment when ``n <= T``, the test
+modes apply their formula for every ``n`` (at ``n = T`` they take every frame once).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 DENSE_WINDOW = 64
-SAMPLING_MODES = ("tsn_train", "tsn_val", "twice", "dense_train", "dense_test")
+SAMPLING_MODES = ("tsn_train", "tsn_val", "tsn_test", "twice", "dense_train", "dense_test")
+# The modes that draw random frames: training only.
+RANDOM_MODES = ("tsn_train", "dense_train")
 
 
 def _check_counts(num_frames: int, num_segments: int) -> None:
@@ -60,15 +66,23 @@ def tsn_val_offsets(num_frames: int, num_segments: int) -> np.ndarray:
     return np.array(_segment_centres(num_frames, num_segments), dtype=np.int64)
 
 
+def tsn_test_offsets(num_frames: int, num_segments: int) -> np.ndarray:
+    """Test mode: the centre frame of each of ``T`` equal segments, for every ``n``; ``(T,)``.
+
+    ``tick = n / T``, offsets ``int(tick / 2 + tick * x)``; unlike :func:`tsn_val_offsets` there
+    is no fallback for ``n <= T`` (``n = T`` gives ``0 .. T-1``; ``n < T`` repeats frames).
+    """
+    _check_counts(num_frames, num_segments)
+    return np.array(_segment_centres(num_frames, num_segments), dtype=np.int64)
+
+
 def twice_sample_offsets(num_frames: int, num_segments: int) -> np.ndarray:
     """Two clips: the segment centres, then the segment starts; shape ``(2 * T,)``.
 
-    If ``n > T``: ``[int(tick / 2 + tick * x)] + [int(tick * x)]`` with ``tick = n / T``;
-    else all zeros.
+    ``[int(tick / 2 + tick * x)] + [int(tick * x)]`` with ``tick = n / T``, for every ``n``
+    (TSM's test mode has no fallback for short videos).
     """
     _check_counts(num_frames, num_segments)
-    if num_frames <= num_segments:
-        return np.zeros(2 * num_segments, dtype=np.int64)
     offsets = _segment_centres(num_frames, num_segments) + _segment_starts(num_frames, num_segments)
     return np.array(offsets, dtype=np.int64)
 
@@ -134,16 +148,18 @@ def sample_offsets(
     """Dispatch to the formula named by ``mode`` (one of ``SAMPLING_MODES``).
 
     Shape ``(clips_per_sample(mode, num_clips) * T,)``: ``(T,)`` for "tsn_train", "tsn_val",
-    "dense_train"; ``(2*T,)`` for "twice"; ``(num_clips*T,)`` for "dense_test".
-    The random modes ("tsn_train", "dense_train") need ``rng``.
+    "tsn_test", "dense_train"; ``(2*T,)`` for "twice"; ``(num_clips*T,)`` for "dense_test".
+    The random modes (``RANDOM_MODES``: "tsn_train", "dense_train") need ``rng``.
     """
     clips_per_sample(mode, num_clips)
-    if mode in ("tsn_train", "dense_train") and rng is None:
+    if mode in RANDOM_MODES and rng is None:
         raise ValueError(f"sampling mode {mode!r} needs a random generator")
     if mode == "tsn_train":
         return tsn_train_offsets(num_frames, num_segments, rng)
     if mode == "tsn_val":
         return tsn_val_offsets(num_frames, num_segments)
+    if mode == "tsn_test":
+        return tsn_test_offsets(num_frames, num_segments)
     if mode == "twice":
         return twice_sample_offsets(num_frames, num_segments)
     if mode == "dense_train":

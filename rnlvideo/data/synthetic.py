@@ -30,12 +30,14 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from rnlvideo.data.lists import write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -655,10 +657,6 @@ def _run_jobs(jobs: list[_VideoJob], num_workers: int) -> dict[int, int]:
         return dict(pool.imap_unordered(_write_video, jobs, chunksize=4))
 
 
-def _write_lines(path: Path, lines: Iterable[str]) -> None:
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-
-
 def _write_split_files(
     root: Path, split: str, entries: list[_VideoEntry], frame_counts: dict[int, int]
 ) -> None:
@@ -669,14 +667,14 @@ def _write_split_files(
         "val": (VAL_LIST_FILENAME, VAL_CSV_FILENAME),
     }[split]
     split_entries = [entry for entry in entries if entry.split == split]
-    _write_lines(
+    write_lines(
         root / list_name,
         (
             f"{entry.video_id} {frame_counts[entry.video_id]} {labels[entry.class_name]}"
             for entry in split_entries
         ),
     )
-    _write_lines(
+    write_lines(
         root / csv_name, (f"{entry.video_id};{entry.class_name}" for entry in split_entries)
     )
 
@@ -759,8 +757,8 @@ def generate_synthetic_dataset(
     ]
     frame_counts = _run_jobs(jobs, num_workers)
 
-    _write_lines(root / CATEGORY_FILENAME, class_names())
-    _write_lines(root / LABELS_CSV_FILENAME, (cls.name for cls in SYNTHETIC_CLASSES))
+    write_lines(root / CATEGORY_FILENAME, class_names())
+    write_lines(root / LABELS_CSV_FILENAME, (cls.name for cls in SYNTHETIC_CLASSES))
     for split in ("train", "val"):
         _write_split_files(root, split, entries, frame_counts)
     summary = SyntheticSummary(

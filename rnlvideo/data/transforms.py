@@ -2,7 +2,8 @@
 
 Every transform is called as ``transform(video, rng)`` with an ``np.random.Generator`` so a
 dataset can seed each sample; one random draw is shared by all frames of the clip. The
-geometric transforms keep uint8; ``Normalize`` returns float32.
+geometric transforms keep uint8; ``Normalize`` returns float32. A frame too small for a crop
+raises :class:`FrameSizeError` (the datasets turn it into an error naming the video).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MULTI_SCALES = (1, 0.875, 0.75, 0.66)
 # TSM snaps a crop side to the output size when they differ by less than this many pixels.
 _SNAP_DISTANCE = 3
+
+
+class FrameSizeError(ValueError):
+    """The frames are too small for a transform's crop."""
 
 
 class VideoTransform(Protocol):
@@ -91,9 +96,24 @@ class MultiScaleCrop:
         self.max_distort = max_distort
         self.more_fix_crop = more_fix_crop
 
+    def candidate_sizes(self, image_w: int, image_h: int) -> list[tuple[int, int]]:
+        """``crop_sizes`` for a ``image_w x image_h`` frame; FrameSizeError if one does not fit.
+
+        A crop side below 1 px (frames under 2 px) or beyond the frame (a side snapped up to
+        the output size) cannot be cut; every candidate is checked so that a video fails
+        whatever the draw.
+        """
+        sizes = crop_sizes(image_w, image_h, self.output_size, self.scales, self.max_distort)
+        if any(not (1 <= w <= image_w and 1 <= h <= image_h) for w, h in sizes):
+            raise FrameSizeError(
+                f"frames of {image_h}x{image_w} px are too small for MultiScaleCrop to "
+                f"{self.output_size} px (crop sizes {sorted(set(sizes))})"
+            )
+        return sizes
+
     def __call__(self, video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         image_h, image_w = video.shape[-2:]
-        sizes = crop_sizes(image_w, image_h, self.output_size, self.scales, self.max_distort)
+        sizes = self.candidate_sizes(image_w, image_h)
         crop_w, crop_h = sizes[rng.integers(len(sizes))]
         corners = fixed_crop_offsets(image_w, image_h, crop_w, crop_h, self.more_fix_crop)
         x, y = corners[rng.integers(len(corners))]
@@ -117,12 +137,20 @@ class ResizeShorter:
 
 
 class CenterCrop:
-    """The central ``size x size`` crop (torchvision rounding): ``(..., C, size, size)``."""
+    """The central ``size x size`` crop (torchvision rounding): ``(..., C, size, size)``.
+
+    Frames smaller than ``size`` raise FrameSizeError.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
 
     def __call__(self, video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        image_h, image_w = video.shape[-2:]
+        if min(image_h, image_w) < self.size:
+            raise FrameSizeError(
+                f"CenterCrop({self.size}) needs frames at least that big, got {image_h}x{image_w}"
+            )
         return F.center_crop(video, [self.size, self.size])
 
 
@@ -141,7 +169,7 @@ class ThreeCrop:
     def __call__(self, video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         image_h, image_w = video.shape[-2:]
         if min(image_h, image_w) < self.size:
-            raise ValueError(
+            raise FrameSizeError(
                 f"ThreeCrop({self.size}) needs frames at least that big, got {image_h}x{image_w}"
             )
         w_step = (image_w - self.size) // 4
@@ -183,6 +211,14 @@ class Compose:
         return video
 
 
+def _check_crop_within_scale(input_size: int, scale_size: int) -> None:
+    if input_size > scale_size:
+        raise ValueError(
+            f"crop size {input_size} exceeds scale_size {scale_size} (the shorter side after "
+            "resizing): check data.input_size / protocol.crop_size against data.scale_size"
+        )
+
+
 def train_transform(
     input_size: int = 224,
     scales: Sequence[float] = MULTI_SCALES,
@@ -207,6 +243,7 @@ def val_transform(
 
     ``(T, C, H, W)`` uint8 -> ``(T, C, input_size, input_size)`` float32.
     """
+    _check_crop_within_scale(input_size, scale_size)
     return Compose([ResizeShorter(scale_size), CenterCrop(input_size), Normalize(mean, std)])
 
 
@@ -220,4 +257,5 @@ def three_crop_transform(
 
     ``(T, C, H, W)`` uint8 -> ``(3, T, C, input_size, input_size)`` float32.
     """
+    _check_crop_within_scale(input_size, scale_size)
     return Compose([ResizeShorter(scale_size), ThreeCrop(input_size), Normalize(mean, std)])

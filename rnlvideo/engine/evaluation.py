@@ -1,9 +1,15 @@
 """Exact multi-view evaluation (every video once, whatever the world size) and test protocols.
 
-A test protocol is ``clips x crops`` views per video: ``clips`` temporal clips (TSN segment
-centres; "twice" = centres then starts; "dense_test" = evenly spaced 64-frame windows) times
+A test protocol is ``clips x crops`` views per video: ``clips`` temporal clips ("tsn_test" =
+TSN segment centres; "twice" = centres then starts, both with TSM's test-mode formula for
+every frame count; "dense_test" = evenly spaced 64-frame windows) times
 ``crops`` spatial crops (1 centre crop, or TSM's 3 "full-res" crops). The model scores every
 view and the scores are averaged per video.
+
+Evaluation never substitutes a video. A missing or unreadable val/test video stops it with the
+video's name (``eval.on_error=raise``, the default); with ``eval.on_error=exclude`` the dataset
+marks such videos, they are left out of the metrics, logged by name and listed in
+``Predictions.excluded`` (and ``metrics.json``: ``num_excluded``, ``excluded_videos``).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +29,7 @@ from tqdm import tqdm
 
 from rnlvideo.config import check_dataset_on_disk
 from rnlvideo.data.device_transforms import to_model_input
+from rnlvideo.data.frames import VideoDataError
 from rnlvideo.data.sampling import clips_per_sample
 from rnlvideo.data.transforms import Compose, three_crop_transform, val_transform
 from rnlvideo.engine.distributed import DistContext, all_gather_objects
@@ -32,7 +39,7 @@ from rnlvideo.engine.progress import interactive
 
 logger = logging.getLogger(__name__)
 
-TEST_SAMPLINGS = ("tsn_val", "twice", "dense_test")
+TEST_SAMPLINGS = ("tsn_test", "twice", "dense_test", "tsn_val")
 CROP_COUNTS = (1, 3)
 
 
@@ -40,12 +47,15 @@ CROP_COUNTS = (1, 3)
 class Predictions:
     """Per-video results in dataset order.
 
-    ``scores`` (N, K) averaged over views, ``labels`` (N,), ``indices`` (N,) dataset indices.
+    ``scores`` (N, K) averaged over views, ``labels`` (N,), ``indices`` (N,) dataset indices of
+    the N scored videos; ``excluded`` ``{dataset index: error message}`` of the videos left out
+    (``eval.on_error=exclude``).
     """
 
     indices: torch.Tensor
     scores: torch.Tensor
     labels: torch.Tensor
+    excluded: dict[int, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------- protocols
@@ -53,12 +63,13 @@ def resolve_sampling(sampling: str, clips: int, val_sampling: str = "tsn_val") -
     """The frame-sampling mode that yields ``clips`` clips per video.
 
     ``"auto"`` follows the data's validation sampling ``val_sampling``: dense data (Kinetics,
-    ``dense_*``) keeps ``dense_test``; TSN-style data (Something-Something) gets ``tsn_val``
+    ``dense_*``) keeps ``dense_test``; TSN-style data (Something-Something) gets ``tsn_test``
     for 1 clip, ``twice`` for 2 and ``dense_test`` for more. An explicit mode must give
-    exactly ``clips`` clips.
+    exactly ``clips`` clips; ``tsn_val`` (validation during training: frame 0 for every
+    segment of a video with ``n <= T`` frames) reproduces the validation figures.
     """
     if sampling == "auto":
-        tsn_modes = {1: "tsn_val", 2: "twice"}
+        tsn_modes = {1: "tsn_test", 2: "twice"}
         dense = val_sampling.startswith("dense")
         sampling = "dense_test" if dense else tsn_modes.get(clips, "dense_test")
     if sampling not in TEST_SAMPLINGS:
@@ -236,30 +247,54 @@ def predict(
 ) -> Predictions:
     """Scores of every video of ``loader``'s dataset, gathered from all ranks.
 
-    ``indices`` are the dataset indices this rank's ``loader`` yields, in order (its sampler's
+    ``loader`` is :func:`rnlvideo.engine.loaders.make_eval_loader`'s (batches ``(clips, labels,
+    scored, messages)``) and ``indices`` the dataset indices it yields, in order (its sampler's
     list). Each rank scores its own shard; the shards are gathered and sorted by index, so the
-    result is identical to a single-process run. ``device_transform`` finishes deferred clips
-    on the device (the dataset's attribute with ``data.device_transform=true``).
+    result is identical to a single-process run. Videos the dataset excluded
+    (``on_error="exclude"``) go to ``Predictions.excluded`` with their error; if every video
+    was excluded, :class:`VideoDataError` is raised. ``device_transform`` finishes deferred
+    clips on the device (the dataset's attribute with ``data.device_transform=true``).
     """
     model.eval()
-    scores, labels = [], []
-    for batch in tqdm(loader, desc="eval", disable=not show_progress, leave=False):
-        clips, batch_labels = to_model_input(batch, device, device_transform)
+    scores, labels, scored_indices, excluded = [], [], [], {}
+    position = 0
+    for clips, batch_labels, scored, messages in tqdm(
+        loader, desc="eval", disable=not show_progress, leave=False
+    ):
+        flags = scored.tolist()
+        batch_indices = indices[position : position + len(flags)]
+        position += len(flags)
+        scored_indices += [i for i, keep in zip(batch_indices, flags, strict=True) if keep]
+        left_out = [i for i, keep in zip(batch_indices, flags, strict=True) if not keep]
+        excluded.update(zip(left_out, messages, strict=True))
+        if clips is None:
+            continue
+        clips, batch_labels = to_model_input((clips, batch_labels), device, device_transform)
         with autocast_context(device, amp):
             scores.append(view_scores(model, clips, softmax, max_clips).cpu())
         labels.append(batch_labels.cpu())
     local = (
-        torch.tensor(indices, dtype=torch.long),
+        torch.tensor(scored_indices, dtype=torch.long),
         torch.cat(scores) if scores else torch.empty(0),
         torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
+        excluded,
     )
-    gathered = [part for part in all_gather_objects(local) if part[0].numel()]
+    parts = all_gather_objects(local)
+    for part in parts:
+        excluded.update(part[3])
+    gathered = [part for part in parts if part[0].numel()]
+    if not gathered:
+        first = excluded[min(excluded)] if excluded else "no videos"
+        raise VideoDataError(
+            f"all {len(excluded)} videos were excluded (eval.on_error=exclude); first: {first}"
+        )
     all_indices = torch.cat([g[0] for g in gathered])
     order = all_indices.argsort()
     return Predictions(
         indices=all_indices[order],
         scores=torch.cat([g[1] for g in gathered])[order],
         labels=torch.cat([g[2] for g in gathered])[order],
+        excluded=dict(sorted(excluded.items())),
     )
 
 
@@ -276,7 +311,8 @@ def predict_dataset(
     """Scores of every video of ``dataset`` exactly once, sharded over the ranks of ``ctx``.
 
     ``batch_size`` counts videos: a forward pass sees ``batch_size * views`` clips (or chunks of
-    ``max_clips``). Every rank returns the full, index-ordered result.
+    ``max_clips``). Every rank returns the full, index-ordered result. Videos excluded by the
+    dataset (``eval.on_error=exclude``) are logged by name on the main rank.
     """
     loader, indices = make_eval_loader(dataset, ctx.rank, ctx.world_size, batch_size, num_workers)
     preds = predict(
@@ -290,8 +326,17 @@ def predict_dataset(
         max_clips=max_clips,
         device_transform=getattr(dataset, "device_transform", None),
     )
-    if not torch.equal(preds.indices, torch.arange(len(dataset))):
-        raise RuntimeError("evaluation did not score every video exactly once")
+    covered = sorted(preds.indices.tolist() + list(preds.excluded))
+    if covered != list(range(len(dataset))):
+        raise RuntimeError("evaluation did not score or exclude every video exactly once")
+    if preds.excluded and ctx.is_main:
+        for message in preds.excluded.values():
+            logger.warning("excluded from the metrics (eval.on_error=exclude): %s", message)
+        logger.warning(
+            "%d of %d videos excluded from the metrics (eval.on_error=exclude)",
+            len(preds.excluded),
+            len(dataset),
+        )
     return preds
 
 
@@ -304,13 +349,40 @@ def evaluate_dataset(
     amp: str | None = None,
     softmax: bool = False,
 ) -> dict[str, float]:
-    """top-1 / top-5 / mean class accuracy of ``model`` over every video of ``dataset``."""
+    """top-1 / top-5 / mean class accuracy of ``model`` over every video of ``dataset``.
+
+    With excluded videos (``eval.on_error=exclude``) the metrics are over the scored ones
+    (``num_videos``); ``num_excluded`` counts the others.
+    """
     preds = predict_dataset(model, dataset, ctx, batch_size, num_workers, amp, softmax)
-    return classification_metrics(preds.scores, preds.labels)
+    return {
+        **classification_metrics(preds.scores, preds.labels),
+        "num_excluded": len(preds.excluded),
+    }
+
+
+def prediction_metrics(preds: Predictions, videos: Sequence[str]) -> dict[str, Any]:
+    """The metrics of ``preds`` as ``metrics.json`` records them.
+
+    top1 / top5 / mean_class_acc / num_videos over the scored videos, plus ``num_excluded``
+    and ``excluded_videos`` (the excluded videos' names, ``videos[index]``, in dataset order).
+    """
+    return {
+        **classification_metrics(preds.scores, preds.labels),
+        "num_excluded": len(preds.excluded),
+        "excluded_videos": [videos[index] for index in sorted(preds.excluded)],
+    }
 
 
 def average_predictions(members: Sequence[Predictions]) -> Predictions:
-    """Ensemble: the per-video mean of several models' scores on the same video list."""
+    """Ensemble: the per-video mean of several models' scores on the same video list.
+
+    A video excluded by any member (each sees its own frames) is excluded from the ensemble.
+    """
+    excluded: dict[int, str] = {}
+    for member in members:
+        excluded.update(member.excluded)
+    members = [_without(member, excluded) for member in members]
     first = members[0]
     for other in members[1:]:
         if not (
@@ -323,4 +395,10 @@ def average_predictions(members: Sequence[Predictions]) -> Predictions:
                 f"{tuple(first.scores.shape)} vs {tuple(other.scores.shape)}"
             )
     scores = torch.stack([m.scores for m in members]).mean(dim=0)
-    return Predictions(indices=first.indices, scores=scores, labels=first.labels)
+    return Predictions(first.indices, scores, first.labels, dict(sorted(excluded.items())))
+
+
+def _without(preds: Predictions, excluded: Mapping[int, str]) -> Predictions:
+    """``preds`` restricted to the videos not in ``excluded``."""
+    keep = torch.tensor([int(i) not in excluded for i in preds.indices.tolist()], dtype=torch.bool)
+    return Predictions(preds.indices[keep], preds.scores[keep], preds.labels[keep], preds.excluded)

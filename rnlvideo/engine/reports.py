@@ -2,7 +2,9 @@
 
 Files written by :func:`write_evaluation_report` into its output directory:
 
-- ``metrics.json``: the metrics dict (top1, top5, mean_class_acc, num_videos, protocol, ...);
+- ``metrics.json``: the metrics dict (top1, top5, mean_class_acc, num_videos, protocol, ...;
+  with ``eval.on_error=exclude`` also ``num_excluded`` and ``excluded_videos``, the videos left
+  out of the metrics: ``num_videos`` counts the scored ones);
 - ``per_class_accuracy.csv``: ``class_index, class_name, num_videos, correct, accuracy``
   (accuracy in percent, empty for classes without videos), one row per class;
 - ``confusion_matrix.csv``: header ``true\\predicted, 0, ..., K-1``, then one row of counts per
@@ -10,6 +12,8 @@ Files written by :func:`write_evaluation_report` into its output directory:
 - ``confusion_matrix.png``: the row-normalised confusion matrix;
 - ``predictions.csv``: one row per video: ``index, video, label, label_name, correct`` and the
   top-5 ``pred_i`` (class index) / ``score_i`` columns, best first;
+- ``excluded_videos.csv``: ``index, video, error`` of every video left out of the metrics
+  (header only when none was);
 - ``scores.pt``: ``{"indices", "labels", "scores"}`` tensors (scores ``(N, K)``), e.g. to
   ensemble offline;
 - ``tb/``: TensorBoard scalars ``test_<protocol>/{top1,top5,mean_class_acc}``, the confusion
@@ -51,13 +55,18 @@ def class_names_for(
 
     The category file is ``category_file`` if given, else ``category.txt`` next to the video list
     (the TSM / V1 layout: ``<root>/val_videofolder.txt`` and ``<root>/category.txt``). Without a
-    usable file (missing, or not ``num_classes`` names) the names are the class indices.
+    usable file (missing, malformed, or not ``num_classes`` names) the names are the class
+    indices.
     """
     path = Path(category_file) if category_file else Path(list_file).parent / CATEGORY_FILENAME
     if not path.is_file():
         logger.info("no category file at %s: classes are named by index", path)
         return [str(i) for i in range(num_classes)]
-    names = read_categories(path)
+    try:
+        names = read_categories(path)
+    except ValueError as error:
+        logger.warning("%s: classes are named by index", error)
+        return [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         logger.warning(
             "%s names %d classes, the model has %d: classes are named by index",
@@ -149,6 +158,15 @@ def write_predictions_csv(
             )
 
 
+def write_excluded_csv(path: Path, preds: Predictions, videos: Sequence[str]) -> None:
+    """One row per video left out of the metrics: dataset index, video, error message."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "video", "error"])
+        for index, message in sorted(preds.excluded.items()):
+            writer.writerow([index, videos[index], message])
+
+
 def log_tensorboard(
     tb_dir: Path, tag: str, metrics: dict[str, Any], figure: Figure, step: int
 ) -> None:
@@ -184,6 +202,7 @@ def write_evaluation_report(
         "confusion_csv": out / "confusion_matrix.csv",
         "confusion_png": out / "confusion_matrix.png",
         "predictions": out / "predictions.csv",
+        "excluded": out / "excluded_videos.csv",
         "scores": out / "scores.pt",
         "tensorboard": out / "tb",
     }
@@ -191,6 +210,7 @@ def write_evaluation_report(
     write_per_class_csv(paths["per_class"], confusion, class_names)
     write_confusion_csv(paths["confusion_csv"], confusion)
     write_predictions_csv(paths["predictions"], preds, videos, class_names)
+    write_excluded_csv(paths["excluded"], preds, videos)
     torch.save(
         {"indices": preds.indices, "labels": preds.labels, "scores": preds.scores}, paths["scores"]
     )

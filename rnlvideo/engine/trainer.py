@@ -27,6 +27,7 @@ from rnlvideo.checkpoint import (
     stored_config,
 )
 from rnlvideo.config import build_dataset, build_model, portable_config
+from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.engine import checkpoint as ckpt
 from rnlvideo.engine.distributed import (
@@ -41,10 +42,11 @@ from rnlvideo.engine.evaluation import (
     build_test_dataset,
     evaluate_dataset,
     predict_dataset,
+    prediction_metrics,
     protocol_of,
 )
 from rnlvideo.engine.loaders import make_loader
-from rnlvideo.engine.metrics import classification_metrics, topk_correct
+from rnlvideo.engine.metrics import topk_correct
 from rnlvideo.engine.preemption import Preempted, StopSignals
 from rnlvideo.engine.progress import EpochProgress
 from rnlvideo.engine.reports import class_names_for, video_names, write_evaluation_report
@@ -142,6 +144,7 @@ class Trainer:
 
         self.train_set = build_dataset(cfg, "train")
         self.val_set = build_dataset(cfg, "val")
+        check_class_count(cfg.data.category_file, cfg.data.num_classes)
         self.class_names = class_names_for(
             cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
         )
@@ -641,7 +644,7 @@ class Trainer:
             max_clips=self.cfg.eval.max_clips_per_forward,
         )
         protocol = protocol_of(self.cfg)
-        metrics = classification_metrics(preds.scores, preds.labels)
+        metrics = prediction_metrics(preds, video_names(dataset))
         metrics.update(
             views=f"{protocol['clips']}x{protocol['crops']}",
             protocol=protocol,
