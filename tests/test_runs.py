@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from rnlvideo.checkpoint import load_checkpoint
 from rnlvideo.config import compose_config
@@ -115,12 +116,19 @@ def test_resume_refuses_config_changes_unless_forced(tiny_dataset: Path, tmp_pat
     forced.close()
 
 
-def test_a_corrupt_last_pt_falls_back_to_the_newest_loadable(tiny_dataset: Path, tmp_path: Path):
+def test_a_corrupt_last_pt_falls_back_to_the_newest_loadable(
+    tiny_dataset: Path, tmp_path: Path, caplog
+):
     run_dir = tmp_path / "run"
-    make_trainer(tiny_dataset, run_dir, "train.epochs=2", "train.eval_every_epochs=0").fit()
-    (run_dir / "last.pt").write_bytes((run_dir / "last.pt").read_bytes()[:1000])  # truncated
-    resumed = make_trainer(tiny_dataset, run_dir, "train.epochs=2", "train.eval_every_epochs=0")
+    common = ("train.epochs=2", "train.eval_every_epochs=0")
+    make_trainer(tiny_dataset, run_dir, *common).fit()
+    last = run_dir / "last.pt"
+    truncated = last.read_bytes()[:1000]
+    last.unlink()  # epoch_0002.pt is a hard link to the same file: keep it intact
+    last.write_bytes(truncated)
+    resumed = make_trainer(tiny_dataset, run_dir, *common)
     assert resumed.progress.epoch == 2  # from epoch_0002.pt
+    assert "last.pt: not a readable checkpoint" in caplog.text
     resumed.close()
 
 
@@ -190,16 +198,18 @@ def test_train_tool_exits_75_on_sigterm_with_a_checkpoint(tiny_dataset: Path, tm
         [sys.executable, "tools/train.py", *args],
         cwd=REPO,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     deadline = time.time() + 300
-    for line in proc.stderr:
+    for line in proc.stdout:
         if "epoch 1/20 [2/" in line or time.time() > deadline:
             break
     proc.send_signal(signal.SIGTERM)
-    _, rest = proc.communicate(timeout=300)
+    rest, _ = proc.communicate(timeout=300)
     assert proc.returncode == EXIT_PREEMPTED, rest[-2000:]
+    assert "\r" not in rest  # a log file gets lines, not a progress bar
     progress = load_checkpoint(run_dir / "last.pt")["progress"]
     assert progress["global_step"] >= 2 and progress["epoch"] < 20
     assert "relaunch the same command to resume" in rest
@@ -229,7 +239,9 @@ def test_multirun_jobs_get_their_own_run_directories(tiny_dataset: Path, tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
-    assert [p.name for p in runs] == ["seed=0", "seed=1"]
+    assert len(runs) == 2 and runs[0] != runs[1]
+    seeds = sorted(yaml.safe_load((r / "config_resolved.yaml").read_text())["seed"] for r in runs)
+    assert seeds == [0, 1]
 
 
 def test_a_failed_checkpoint_write_on_rank_0_stops_every_rank(tiny_dataset: Path, tmp_path: Path):

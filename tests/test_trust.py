@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from omegaconf import OmegaConf
 
 import rnlvideo
@@ -250,3 +251,16 @@ def test_an_rnl_sthv1_checkpoint_loads_and_evaluates_offline(
         == (metrics["top1"])
     )
     assert not any(offline.iterdir())  # nothing was downloaded
+
+
+def test_imagenet_initialisation_from_a_local_file_offline(tmp_path: Path, offline: Path) -> None:
+    """``model.weights=/path/resnet50.pth``: a torchvision state dict, read, never downloaded."""
+    torch.manual_seed(0)
+    imagenet = torchvision.models.resnet50()
+    path = tmp_path / "resnet50.pth"
+    torch.save(imagenet.state_dict(), path)
+    model = rnlvideo.build_model_from_config(["+experiment=rnl_sthv1", f"model.weights={path}"])
+    for key, value in imagenet.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(model.backbone.state_dict()[key], value), key
+    assert not any(offline.iterdir())

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from rnlvideo.files import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 CATEGORY_FILENAME = "category.txt"
@@ -194,21 +196,7 @@ def write_lines(path: str | Path, lines: Iterable[str]) -> None:
     for number, line in enumerate(lines, start=1):
         if "\n" in line or "\r" in line:
             raise ValueError(f"{path}: line {number} to write holds a line break: {line!r}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write("".join(f"{line}\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
 
 
 # ------------------------------------------------------------------------------ list making

@@ -37,12 +37,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rnlvideo.data.lists import write_lines
+from rnlvideo.data.lists import CATEGORY_FILENAME, write_lines
 
 logger = logging.getLogger(__name__)
 
 FRAMES_DIRNAME = "frames"
-CATEGORY_FILENAME = "category.txt"
 TRAIN_LIST_FILENAME = "train.txt"
 VAL_LIST_FILENAME = "val.txt"
 LABELS_CSV_FILENAME = "something-something-v1-labels.csv"

@@ -34,12 +34,13 @@ from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
 from rnlvideo.data import read_categories
+from rnlvideo.data.lists import CATEGORY_FILENAME
 from rnlvideo.engine.evaluation import Predictions
 from rnlvideo.engine.metrics import confusion_matrix
+from rnlvideo.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-CATEGORY_FILENAME = "category.txt"
 TOP_K = 5
 CONFUSION_FIGURE_INCHES = 10
 CONFUSION_DPI = 100
@@ -87,10 +88,8 @@ def video_names(dataset: Any) -> list[str]:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented JSON, atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    """Write ``payload`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def write_per_class_csv(path: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -49,7 +48,12 @@ from rnlvideo.engine.loaders import make_loader
 from rnlvideo.engine.metrics import topk_correct
 from rnlvideo.engine.preemption import Preempted, StopSignals
 from rnlvideo.engine.progress import EpochProgress
-from rnlvideo.engine.reports import class_names_for, video_names, write_evaluation_report
+from rnlvideo.engine.reports import (
+    class_names_for,
+    video_names,
+    write_evaluation_report,
+    write_json,
+)
 from rnlvideo.engine.run_dir import (
     RunDirectoryError,
     RunLock,
@@ -139,42 +143,49 @@ class Trainer:
         self.device = ctx.device
         self.run_dir = Path(run_dir)
         self._lock: RunLock | None = None
-        resume_from = call_on_main(ctx, self._prepare_run_dir)
-        seed_everything(cfg.seed + ctx.rank, self.tcfg.deterministic)
+        self.writer: SummaryWriter | None = None
+        try:
+            resume_from = call_on_main(ctx, self._prepare_run_dir)
+            seed_everything(cfg.seed + ctx.rank, self.tcfg.deterministic)
 
-        self.train_set = build_dataset(cfg, "train")
-        self.val_set = build_dataset(cfg, "val")
-        check_class_count(cfg.data.category_file, cfg.data.num_classes)
-        self.class_names = class_names_for(
-            cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
-        )
-        self.train_sampler = ResumableDistributedSampler(
-            len(self.train_set), ctx.rank, ctx.world_size, shuffle=True, seed=cfg.seed
-        )
-        if len(self.train_sampler) < self.tcfg.batch_size:
-            raise ValueError(
-                f"train.batch_size={self.tcfg.batch_size} exceeds the {len(self.train_sampler)} "
-                f"training videos per process: no full batch can be formed"
+            self.train_set = build_dataset(cfg, "train")
+            self.val_set = build_dataset(cfg, "val")
+            check_class_count(cfg.data.category_file, cfg.data.num_classes)
+            self.class_names = class_names_for(
+                cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
             )
-        self.model = self._build_model()
-        self.optimizer = self._build_optimizer()
-        self.accumulate = int(self.tcfg.accumulate_steps)
-        self.steps_per_epoch = math.ceil(
-            (len(self.train_sampler) // self.tcfg.batch_size) / self.accumulate
-        )
-        self.scheduler = self._instantiate_scheduler()
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.tcfg.amp == "fp16" and self.device.type == "cuda"
-        )
-        self.criterion = nn.CrossEntropyLoss()
-        self.progress = Progress()
-        self.signals = StopSignals()
-        self.writer = SummaryWriter(self.run_dir / "tb") if ctx.is_main else None
-        if resume_from is not None:
-            self._resume(Path(resume_from))
-        elif self.tcfg.finetune_from:
-            ckpt.load_finetune_weights(self.bare_model, self.tcfg.finetune_from)
-            logger.info("fine-tuning from the weights of %s", self.tcfg.finetune_from)
+            self.train_sampler = ResumableDistributedSampler(
+                len(self.train_set), ctx.rank, ctx.world_size, shuffle=True, seed=cfg.seed
+            )
+            if len(self.train_sampler) < self.tcfg.batch_size:
+                raise ValueError(
+                    f"train.batch_size={self.tcfg.batch_size} exceeds the "
+                    f"{len(self.train_sampler)} training videos per process: no full batch "
+                    "can be formed"
+                )
+            self.model = self._build_model()
+            self.optimizer = self._build_optimizer()
+            self.accumulate = int(self.tcfg.accumulate_steps)
+            self.steps_per_epoch = math.ceil(
+                (len(self.train_sampler) // self.tcfg.batch_size) / self.accumulate
+            )
+            self.scheduler = self._instantiate_scheduler()
+            self.scaler = torch.amp.GradScaler(
+                self.device.type, enabled=self.tcfg.amp == "fp16" and self.device.type == "cuda"
+            )
+            self.criterion = nn.CrossEntropyLoss()
+            self.progress = Progress()
+            self.signals = StopSignals()
+            if ctx.is_main:
+                self.writer = SummaryWriter(self.run_dir / "tb")
+            if resume_from is not None:
+                self._resume(Path(resume_from))
+            elif self.tcfg.finetune_from:
+                ckpt.load_finetune_weights(self.bare_model, self.tcfg.finetune_from)
+                logger.info("fine-tuning from the weights of %s", self.tcfg.finetune_from)
+        except BaseException:
+            self.close()  # release the run directory
+            raise
 
     # ----------------------------------------------------------------------------- set-up
     def _prepare_run_dir(self) -> str | None:
@@ -652,7 +663,7 @@ class Trainer:
             checkpoint=str(self.run_dir / ckpt.LAST),
         )
         if self.ctx.is_main:
-            write_metrics(self.run_dir / "metrics.json", metrics)
+            write_json(self.run_dir / "metrics.json", metrics)
             write_evaluation_report(
                 self.run_dir / f"eval_final_{protocol['name']}",
                 preds,
@@ -666,7 +677,3 @@ class Trainer:
                 for key in ("top1", "top5", "mean_class_acc"):
                     self.writer.add_scalar(f"test/{key}", metrics[key], self.progress.epoch)
         return metrics
-
-
-def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
