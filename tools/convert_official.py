@@ -30,6 +30,7 @@ from rnlvideo.models.official import (  # noqa: E402
     OfficialCheckpointError,
     convert_official_state_dict,
     read_official_checkpoint,
+    require_tsm_resnet,
 )
 
 logger = logging.getLogger("convert_official")
@@ -70,6 +71,7 @@ def convert(source: Path, destination: Path, overrides: list[str], trust_source:
     overrides = stored_overrides(overrides)
     cfg = compose_config(overrides)
     model = build_model(cfg, load_weights=False)  # the checkpoint provides every weight
+    require_tsm_resnet(model, f"model._target_={cfg.model._target_}")
     official, metadata = read_official_checkpoint(source, trust_source=trust_source)
     state = convert_official_state_dict(official, model)
     model.load_state_dict(state, strict=True)

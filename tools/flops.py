@@ -3,12 +3,16 @@
     python tools/flops.py +experiment=rnl_sthv1                  # RNL TSM-R50, 8 frames, 224 px
     python tools/flops.py +experiment=rnl_sthv1 placement=none   # plain TSM-R50
     python tools/flops.py +experiment=rnl_sthv1 data.num_segments=16 --markdown
+    python tools/flops.py model=x3d_s data=sthv1 data.num_segments=13 data.input_size=160
 
 The model is built from the Hydra overrides with random weights (``model.weights`` is forced to
 null: nothing is downloaded) and counted on one view ``(1, 3, T, S, S)``, ``S =
-data.input_size``, with torch's FlopCounterMode; GMAC = GFLOPs / 2. Models with RNL / NL blocks
-also get the cost of the official release's form of the same network (masked grouped aggregation
-conv, materialised affinity). ``--device meta`` (default) counts without computing anything.
+data.input_size``, ``T = data.num_segments`` (SlowFast: the ``[slow, fast]`` pair that
+``data.slowfast_alpha`` makes), with torch's FlopCounterMode; GMAC = GFLOPs / 2. TSM ResNets are
+counted per residual stage and inserted block, pytorchvideo models per block. Models with RNL /
+NL blocks also get the cost of the official release's form of the same network (masked grouped
+aggregation conv, materialised affinity). ``--device meta`` (default) counts without computing
+anything.
 """
 
 import argparse
@@ -19,9 +23,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from omegaconf import DictConfig  # noqa: E402
+
 from rnlvideo.config import build_model, compose_config  # noqa: E402
-from rnlvideo.models import NLBlock, RNLBlock  # noqa: E402
-from rnlvideo.models.cost import CostRow, format_table, release_form, tsm_resnet_cost  # noqa: E402
+from rnlvideo.data.pathways import slowfast_pathways  # noqa: E402
+from rnlvideo.models import NLBlock, RNLBlock, TSMResNet  # noqa: E402
+from rnlvideo.models.cost import (  # noqa: E402
+    CostRow,
+    block_parts,
+    cost_table,
+    format_table,
+    release_form,
+    tsm_resnet_cost,
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -47,6 +61,17 @@ def cost_lines(ours: list[CostRow], release: list[CostRow] | None) -> list[list[
     return lines
 
 
+def one_view(cfg: DictConfig, device: str) -> torch.Tensor | list[torch.Tensor]:
+    """A zero view ``(1, 3, T, S, S)`` of the data config; ``[slow, fast]`` with
+    ``data.slowfast_alpha``."""
+    size = int(cfg.data.input_size)
+    clip = torch.zeros(3, int(cfg.data.num_segments), size, size, device=device)
+    alpha = cfg.data.get("slowfast_alpha")
+    if alpha:
+        return [pathway.unsqueeze(0) for pathway in slowfast_pathways(clip, alpha)]
+    return clip.unsqueeze(0)
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     cfg = compose_config(args.overrides)
@@ -54,17 +79,23 @@ def main(argv: list[str]) -> None:
         model = build_model(cfg, load_weights=False)
     model.eval()
     input_size = int(cfg.data.input_size)
-    ours = tsm_resnet_cost(model, input_size)
-    has_attention = any(isinstance(m, (RNLBlock, NLBlock)) for m in model.modules())
-    release = tsm_resnet_cost(release_form(model), input_size) if has_attention else None
+    view = one_view(cfg, args.device)
+    release = None
+    if isinstance(model, TSMResNet):
+        ours = tsm_resnet_cost(model, input_size)
+        if any(isinstance(m, (RNLBlock, NLBlock)) for m in model.modules()):
+            release = tsm_resnet_cost(release_form(model), input_size)
+    else:
+        ours = cost_table(model, view, block_parts(model))
 
     header = ["part", "params", "GMAC"]
     if release is not None:
         header += ["release params", "release GMAC"]
-    view = f"(1, 3, {model.num_segments}, {input_size}, {input_size})"
+    pathways = view if isinstance(view, list) else [view]
+    shapes = " + ".join(str(tuple(pathway.shape)) for pathway in pathways)
     print(
         f"overrides: {' '.join(args.overrides) or '(none)'}\n"
-        f"one view {view}, {model.num_classes} classes, counted on {args.device}; "
+        f"one view {shapes}, {cfg.model.num_classes} classes, counted on {args.device}; "
         "GMAC = GFLOPs / 2 (convolutions, matrix products and attention)"
     )
     if args.device == "cpu":

@@ -61,6 +61,9 @@ class DeferredClip(NamedTuple):
     sizes: torch.Tensor
 
 
+Batch = torch.Tensor | DeferredClip  # one collated clip batch, complete or deferred
+
+
 def _source_grid(
     boxes: torch.Tensor, sizes: torch.Tensor, canvas: tuple[int, int], output_size: int
 ) -> torch.Tensor:
@@ -111,27 +114,36 @@ class DeviceTransform(nn.Module):
 
 
 def to_model_input(
-    batch: tuple[torch.Tensor | DeferredClip, torch.Tensor],
+    batch: tuple[Batch | list[Batch], torch.Tensor],
     device: torch.device,
     device_transform: DeviceTransform | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
     """A loader batch ``(clips, labels)`` as model input on ``device``, in either data mode.
 
     CPU-complete clips are moved as they are; a :class:`DeferredClip` batch is moved (uint8)
     and finished by ``device_transform`` (the dataset's ``device_transform`` attribute).
-    Returns float ``(N, [V,] C, T, S, S)`` clips and ``(N,)`` labels.
+    Returns float ``(N, [V,] C, T, S, S)`` clips and ``(N,)`` labels. A list of clip batches
+    (the pathways of a SlowFast input, ``data.slowfast_alpha``) becomes a list of such clips.
     """
     clips, labels = batch
     labels = labels.to(device, non_blocking=True)
+    if isinstance(clips, list):
+        return [_on_device(part, device, device_transform) for part in clips], labels
+    return _on_device(clips, device, device_transform), labels
+
+
+def _on_device(
+    clips: Batch, device: torch.device, device_transform: DeviceTransform | None
+) -> torch.Tensor:
     if not isinstance(clips, DeferredClip):
-        return clips.to(device, non_blocking=True), labels
+        return clips.to(device, non_blocking=True)
     if device_transform is None:
         raise ValueError(
             "the loader returns deferred clips (data.device_transform=true) but no "
             "DeviceTransform was given: pass the dataset's device_transform"
         )
     moved = DeferredClip(*(part.to(device, non_blocking=True) for part in clips))
-    return device_transform.to(device)(moved), labels
+    return device_transform.to(device)(moved)
 
 
 # ------------------------------------------------------------------------------ CPU half

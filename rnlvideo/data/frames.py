@@ -14,6 +14,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from rnlvideo.data.device_transforms import DeferredClip, DeviceTransform, defer_transform
 from rnlvideo.data.lists import VideoRecord, check_label, read_categories, read_video_list
+from rnlvideo.data.pathways import check_slowfast_alpha, slowfast_pathways
 from rnlvideo.data.sampling import RANDOM_MODES, clips_per_sample, sample_offsets
 from rnlvideo.data.transforms import FrameSizeError, VideoTransform
 
@@ -110,6 +111,8 @@ def load_frame(path: Path) -> torch.Tensor:
 
 
 OffsetsFn = Callable[[int], np.ndarray]
+# A dataset sample's clip: one tensor / DeferredClip, or the [slow, fast] pathways of one.
+Sample = torch.Tensor | DeferredClip | list[torch.Tensor | DeferredClip]
 
 
 def arrange_views(clip: torch.Tensor, clips: int, num_segments: int) -> torch.Tensor:
@@ -196,6 +199,10 @@ class ClipDataset(Dataset):
     absent from it keep their label. Off by default: Something-Something labels are
     direction-sensitive, and TSM trains it without flips.
 
+    ``slowfast_alpha`` (SlowFast models) makes ``clip`` a list ``[slow, fast]``: ``fast`` is the
+    clip above, ``slow`` every ``slowfast_alpha``-th of its frames
+    (:func:`rnlvideo.data.pathways.slowfast_pathways`).
+
     Subclasses implement ``read_clip``.
     """
 
@@ -213,10 +220,12 @@ class ClipDataset(Dataset):
         horizontal_flip: bool = False,
         flip_label_map: Mapping[int, int] | str | Path | None = None,
         num_classes: int | None = None,
+        slowfast_alpha: int | None = None,
     ) -> None:
         check_on_error(on_error, sampling)
         if min_frames < 1:
             raise ValueError(f"min_frames={min_frames}: expected a positive frame count")
+        check_slowfast_alpha(slowfast_alpha, num_segments)
         self.list_file = Path(list_file)
         self.clips_per_sample = clips_per_sample(sampling, num_clips)
         self.transform = defer_transform(transform) if device_transform else transform
@@ -232,6 +241,7 @@ class ClipDataset(Dataset):
         self.min_frames = min_frames
         self.horizontal_flip = horizontal_flip
         self.flip_label_map = read_flip_label_map(flip_label_map, num_classes)
+        self.slowfast_alpha = slowfast_alpha
         self._resampled = SharedCounter()
         self._resampled_reported = 0
         self.records = self._keep_long_enough(read_video_list(self.list_file, num_classes))
@@ -305,7 +315,7 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | DeferredClip, int]:
+    def __getitem__(self, index: int) -> tuple[Sample, int]:
         index %= len(self.records)  # the generator's seed must be non-negative
         try:
             return self._sample(index)
@@ -316,7 +326,7 @@ class ClipDataset(Dataset):
                 return ExcludedVideo(str(error)), self.records[index].label
             return self._replacement(index, error)
 
-    def _sample(self, index: int) -> tuple[torch.Tensor | DeferredClip, int]:
+    def _sample(self, index: int) -> tuple[Sample, int]:
         frames, rng = self.decode(index)
         label = self.records[index].label
         if self.horizontal_flip and rng.random() < 0.5:
@@ -340,9 +350,11 @@ class ClipDataset(Dataset):
 
         return self.read_clip(self.records[index], offsets_for), rng
 
-    def finish(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor | DeferredClip:
-        """Second stage of ``dataset[index]``: transform ``decode``'s frames into the views."""
-        return self.to_views(self.transform(frames, rng))
+    def finish(self, frames: torch.Tensor, rng: np.random.Generator) -> Sample:
+        """Second stage of ``dataset[index]``: transform ``decode``'s frames into the views
+        (with ``slowfast_alpha``: the views' ``[slow, fast]`` pathways)."""
+        views = self.to_views(self.transform(frames, rng))
+        return slowfast_pathways(views, self.slowfast_alpha) if self.slowfast_alpha else views
 
     def _replacement(self, index: int, error: VideoDataError) -> tuple:
         rng = np.random.default_rng([self.seed, self.epoch, index, _RESAMPLE_STREAM])
@@ -431,6 +443,7 @@ class FrameFolderDataset(ClipDataset):
         horizontal_flip: bool = False,
         flip_label_map: Mapping[int, int] | str | Path | None = None,
         num_classes: int | None = None,
+        slowfast_alpha: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -448,6 +461,7 @@ class FrameFolderDataset(ClipDataset):
             horizontal_flip=horizontal_flip,
             flip_label_map=flip_label_map,
             num_classes=num_classes,
+            slowfast_alpha=slowfast_alpha,
         )
         uncounted = [r.path for r in self.records if r.num_frames is None]
         if uncounted:

@@ -77,6 +77,7 @@ class VideoFileDataset(ClipDataset):
         flip_label_map: Mapping[int, int] | str | Path | None = None,
         num_threads: int = 1,
         num_classes: int | None = None,
+        slowfast_alpha: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -94,6 +95,7 @@ class VideoFileDataset(ClipDataset):
             horizontal_flip=horizontal_flip,
             flip_label_map=flip_label_map,
             num_classes=num_classes,
+            slowfast_alpha=slowfast_alpha,
         )
         self.num_threads = num_threads
 

@@ -214,23 +214,32 @@ def autocast_context(device: torch.device, amp: str | None):
 
 
 def view_scores(
-    model: nn.Module, clips: torch.Tensor, softmax: bool, max_clips: int | None = None
+    model: nn.Module,
+    clips: torch.Tensor | list[torch.Tensor],
+    softmax: bool,
+    max_clips: int | None = None,
 ) -> torch.Tensor:
     """Scores of a batch, averaged over views.
 
-    ``clips`` is (B, C, T, H, W) for one view or (B, V, C, T, H, W) for V views; returns (B, K)
-    float32. The B * V views run through the model together, in chunks of at most
-    ``max_clips`` clips when it is set (bounds activation memory, same result).
+    ``clips`` is (B, C, T, H, W) for one view or (B, V, C, T, H, W) for V views, or a list of
+    such tensors with the same B and V (the pathways of a SlowFast input), which the model gets
+    as a list; returns (B, K) float32. The B * V views run through the model together, in
+    chunks of at most ``max_clips`` clips when it is set (bounds activation memory, same
+    result).
     """
-    if clips.dim() == 5:
-        clips = clips.unsqueeze(1)
-    batch, views = clips.shape[:2]
-    flat = clips.flatten(0, 1)
-    chunks = flat.split(max_clips) if max_clips else (flat,)
-    logits = torch.cat([model(chunk).float() for chunk in chunks])
+    pathways = clips if isinstance(clips, list) else [clips]
+    flat = [(p.unsqueeze(1) if p.dim() == 5 else p).flatten(0, 1) for p in pathways]
+    batch = pathways[0].shape[0]
+    total = flat[0].shape[0]
+    step = max_clips or total
+    logits = []
+    for start in range(0, total, step):
+        chunk = [p[start : start + step] for p in flat]
+        logits.append(model(chunk if isinstance(clips, list) else chunk[0]).float())
+    scores = torch.cat(logits)
     if softmax:
-        logits = logits.softmax(dim=1)
-    return logits.view(batch, views, -1).mean(dim=1)
+        scores = scores.softmax(dim=1)
+    return scores.view(batch, total // batch, -1).mean(dim=1)
 
 
 @torch.no_grad()

@@ -22,7 +22,8 @@ def parameter_groups(
 ) -> list[dict]:
     """Split trainable parameters into the recipe's groups.
 
-    The classifier (``head.fc``) weight trains at ``lr * fc_weight_lr_mult`` and its bias at
+    The classifier (``head.fc``, or the model's ``classifier_prefix``: ``blocks.5.proj.`` of a
+    pytorchvideo X3D) weight trains at ``lr * fc_weight_lr_mult`` and its bias at
     ``lr * fc_bias_lr_mult``. With ``no_weight_decay_norm_bias`` every normalisation parameter and
     every bias is excluded from weight decay. Each group records its ``lr_mult`` so schedules can
     rescale it; empty groups are dropped.
@@ -39,11 +40,12 @@ def parameter_groups(
         "fc_weight": {"params": [], "lr_mult": fc_weight_lr_mult, "weight_decay": weight_decay},
         "fc_bias": {"params": [], "lr_mult": fc_bias_lr_mult, "weight_decay": weight_decay},
     }
+    classifier = getattr(model, "classifier_prefix", CLASSIFIER_PREFIX)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         bare = name.removeprefix("module.").removeprefix("_orig_mod.")
-        if bare.startswith(CLASSIFIER_PREFIX):
+        if bare.startswith(classifier):
             key = "fc_weight" if bare.endswith("weight") else "fc_bias"
             if key == "fc_bias" and no_weight_decay_norm_bias:
                 groups[key]["weight_decay"] = 0.0

@@ -55,7 +55,7 @@ def count_parameters(modules: nn.Module | Sequence[nn.Module]) -> int:
     return sum(p.numel() for module in modules for p in module.parameters())
 
 
-def count_macs(module: nn.Module, inputs: Tensor) -> int:
+def count_macs(module: nn.Module, inputs: Tensor | list[Tensor]) -> int:
     """MACs (FLOPs / 2) of ``module(inputs)``, forward only, attention included."""
     counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FORMULAS)
     with torch.no_grad(), counter:
@@ -81,7 +81,7 @@ def _record_flops_inside(
 
 
 def count_macs_by_part(
-    model: nn.Module, inputs: Tensor, parts: Mapping[str, Sequence[nn.Module]]
+    model: nn.Module, inputs: Tensor | list[Tensor], parts: Mapping[str, Sequence[nn.Module]]
 ) -> tuple[int, dict[str, int]]:
     """Total MACs of ``model(inputs)`` and the MACs spent inside each named group of modules.
 
@@ -125,15 +125,31 @@ def tsm_resnet_cost(model: TSMResNet, input_size: int = 224) -> list[CostRow]:
     """Per-part parameters and MACs of one view ``(1, 3, T, S, S)``, ``S = input_size``.
 
     The model runs where its parameters are (use the meta device for a count without compute).
-    The last row, ``total``, covers the whole model; MACs outside the named parts (none for a
-    TSM ResNet) would show as a row ``other``.
+    Rows as :func:`cost_table`, parts from :func:`tsm_resnet_parts`.
     """
     parameter = next(model.parameters())
     view = torch.zeros(
         1, 3, model.num_segments, input_size, input_size, device=parameter.device
     ).to(parameter.dtype)
-    parts = tsm_resnet_parts(model)
-    total, by_part = count_macs_by_part(model, view, parts)
+    return cost_table(model, view, tsm_resnet_parts(model))
+
+
+def block_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The rows of a pytorchvideo ``Net``'s cost table: each of its ``blocks`` (stem, stages,
+    head), named ``blocks.<i> <class>``."""
+    return {f"blocks.{i} {type(block).__name__}": [block] for i, block in enumerate(model.blocks)}
+
+
+def cost_table(
+    model: nn.Module, inputs: Tensor | list[Tensor], parts: Mapping[str, Sequence[nn.Module]]
+) -> list[CostRow]:
+    """Per-part parameters and MACs of ``model(inputs)``, one row per part in order.
+
+    ``inputs`` is one view (a batch of 1, or a list of such tensors for a multi-pathway model).
+    The last row, ``total``, covers the whole model; MACs and parameters outside the named
+    parts show as a row ``other`` before it.
+    """
+    total, by_part = count_macs_by_part(model, inputs, parts)
     rows = [CostRow(name, count_parameters(parts[name]), by_part[name]) for name in parts]
     unassigned = total - sum(by_part.values())
     unassigned_params = count_parameters(model) - sum(row.params for row in rows)

@@ -200,6 +200,22 @@ def _check_pooling(official: Mapping[str, Tensor], video_blocks: Mapping) -> Non
             )
 
 
+def require_tsm_resnet(model: nn.Module, configured: str = "the configured model") -> None:
+    """Refuse, with a clear message, to convert into anything but a :class:`TSMResNet`.
+
+    ``configured`` names the model in the message (e.g. ``model._target_=...``).
+    """
+    if isinstance(model, TSMResNet):
+        return
+    raise OfficialCheckpointError(
+        f"{configured} builds a {type(model).__module__}.{type(model).__name__}, not a TSM "
+        "ResNet: official checkpoints are TSM / RNL releases and convert into TSM ResNets only "
+        "(model=tsm_r50, tsm_r101, ...). The pytorchvideo baselines (x3d_s, x3d_m, slow_r50, "
+        "slowfast_r50) need no conversion: train them with tools/train.py, or start from "
+        "pytorchvideo model-zoo weights with model.weights=PATH."
+    )
+
+
 def convert_official_state_dict(
     official: Mapping[str, Tensor], model: TSMResNet
 ) -> dict[str, Tensor]:
@@ -214,8 +230,10 @@ def convert_official_state_dict(
 
     Raises:
         OfficialCheckpointError: listing the official keys with no place in ``model``, the keys
-            of ``model`` the checkpoint lacks and shape mismatches; or a bad ``penta.mask``.
+            of ``model`` the checkpoint lacks and shape mismatches; or a bad ``penta.mask``; or
+            ``model`` is not a TSM ResNet.
     """
+    require_tsm_resnet(model)
     stripped = {key.removeprefix("module."): value for key, value in official.items()}
     video_blocks = _video_block_indices(model)
     _check_pooling(stripped, video_blocks)
