@@ -26,6 +26,11 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.14",
         "matplotlib>=3.7",
+        # 3D-CNN baselines (rnlvideo.models.pytorchvideo_adapter): pytorchvideo's model builders,
+        # which import fvcore and iopath (pytorchvideo.transforms is not used)
+        "pytorchvideo>=0.1.5,<0.2",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.7,<0.2",
     ],
     extras_require={
         "video": ["decord>=0.6"],

@@ -16,7 +16,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
-VARIANT_ORDER = ["tsn", "tsm", "tsm_nl", "tsm_rnl", "tsm_rnl_k111", "tsm_rnl_k333", "tsm_rnl_k377"]
+VARIANT_ORDER = [
+    "tsn",
+    "tsm",
+    "tsm_nl",
+    "tsm_rnl",
+    "tsm_rnl_k111",
+    "tsm_rnl_k333",
+    "tsm_rnl_k377",
+    "x3d_s",
+]
 DESCRIPTIONS = {
     "tsn": "TSN (no shift, no non-local)",
     "tsm": "TSM",
@@ -25,6 +34,7 @@ DESCRIPTIONS = {
     "tsm_rnl_k111": "TSM + RNL 1x1x1",
     "tsm_rnl_k333": "TSM + RNL 3x3x3",
     "tsm_rnl_k377": "TSM + RNL 3x7x7",
+    "x3d_s": "X3D-S (pytorchvideo, 3D convolutions)",
 }
 
 

@@ -174,11 +174,8 @@ def _resnet_strides(kwargs: Mapping[str, Any]) -> tuple[int, int]:
             "stage_spatial_h_stride",
         )
     )
-    stage1_pool = 1
-    if _argument(create_resnet, kwargs, "stage1_pool") is not None:
-        stage1_pool = _argument(create_resnet, kwargs, "stage1_pool_kernel_size")[0]
     return (
-        stem_conv[0] * stem_pool[0] * stage1_pool * math.prod(temporal),
+        stem_conv[0] * stem_pool[0] * math.prod(temporal),
         stem_conv[1] * stem_pool[1] * math.prod(spatial),
     )
 
