@@ -104,7 +104,7 @@ def test_max_pooled_nl_blocks_differ_between_the_code_bases() -> None:
 
 
 # Published per-view figures (fvcore counts a multiply-add as one FLOP, i.e. these are GMACs),
-# Kinetics-400 heads (400 classes): X3D-S 13 x 160^2 (X3D paper, PySlowFast model zoo: 1.96 G,
+# Kinetics-400 heads (400 classes): X3D-S 13 x 160^2 (PySlowFast model zoo's X3D table: 1.96 G,
 # 3.8 M); Slow-R50 8x8 and SlowFast-R50 8x8 at their 256^2 test crops (pytorchvideo model zoo:
 # 54.52 G / 32.45 M and 65.71 G / 34.57 M).
 PUBLISHED = [
