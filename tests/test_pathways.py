@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from rnlvideo.config import build_dataset, compose_config
 from rnlvideo.data import to_model_input
 from rnlvideo.data.pathways import check_slowfast_alpha, slowfast_pathways
-from rnlvideo.engine.evaluation import view_scores
+from rnlvideo.engine.evaluation import build_test_dataset, view_scores
 from tests.conftest import tiny_run_overrides
 
 
@@ -44,8 +44,8 @@ def test_data_option_makes_pathways_that_the_engine_moves(
     cfg = compose_config(tiny_run_overrides(tiny_dataset, tmp_path, *common, "model=slowfast_r50"))
     assert plain_cfg.data.slowfast_alpha is None
     assert cfg.data.slowfast_alpha == 4
-    for split in ("train", "test"):
-        dataset, plain = build_dataset(cfg, split), build_dataset(plain_cfg, split)
+    for build in (lambda c: build_dataset(c, "train"), build_test_dataset):
+        dataset, plain = build(cfg), build(plain_cfg)
         batch = next(iter(DataLoader(dataset, batch_size=3)))
         clips, labels = to_model_input(batch, torch.device("cpu"), dataset.device_transform)
         reference, _ = to_model_input(

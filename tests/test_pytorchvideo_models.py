@@ -11,6 +11,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from torch import nn
 
+import rnlvideo
 from rnlvideo.config import build_model, compose_config
 from rnlvideo.data.pathways import slowfast_pathways
 from rnlvideo.engine.distributed import init_distributed
@@ -114,23 +115,30 @@ def test_optimiser_groups_find_the_pytorchvideo_classifier() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "protocol", "views"), [("x3d_s", "1x1", 1), ("slowfast_r50", "2x3", 6)]
+    ("model", "protocol", "views"), [("x3d_s", "1x1", 1), ("slowfast_r50", "1x3", 3)]
 )
 def test_demo_recipe_trains_and_evaluates_a_baseline(
     tiny_dataset: Path, tmp_path: Path, model: str, protocol: str, views: int
 ) -> None:
     """``+experiment=demo model=...`` with the trainer, checkpoints and tools/test.py as is
-    (SlowFast: its [slow, fast] input through training, validation and 6-view testing)."""
+    (SlowFast: its [slow, fast] input through training, validation, the zoo's 1 clip x 3 crops
+    test protocol and single-video classification)."""
     run_dir = tmp_path / "run"
     cfg = compose_config(tiny_run_overrides(tiny_dataset, run_dir, f"model={model}"))
     metrics = Trainer(cfg, init_distributed("cpu"), run_dir).fit()
     written = json.loads((run_dir / "metrics.json").read_text())
     assert written["num_videos"] == 12 and written["top1"] == pytest.approx(metrics["top1"])
 
-    tested = test_tool.main([f"ckpt={run_dir / 'last.pt'}", f"protocol={protocol}"])
+    clips, crops = protocol.split("x")
+    tested = test_tool.main(
+        [f"ckpt={run_dir / 'last.pt'}", f"protocol.clips={clips}", f"protocol.crops={crops}"]
+    )
     assert tested["num_videos"] == 12 and tested["protocol"]["views"] == views
     report = run_dir / f"eval_last_{protocol}" / "predictions.csv"
     assert len(report.read_text().splitlines()) == 1 + 12
+
+    ranked = rnlvideo.classify(run_dir / "last.pt", tiny_dataset / "frames" / "4", topk=3)
+    assert len(ranked) == 3 and ranked[0].probability >= ranked[-1].probability
 
 
 def test_converter_refuses_pytorchvideo_models_clearly(tmp_path: Path, caplog) -> None:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from omegaconf import DictConfig  # noqa: E402
 
 from rnlvideo.config import build_model, compose_config  # noqa: E402
-from rnlvideo.data.pathways import slowfast_pathways  # noqa: E402
+from rnlvideo.data.pathways import with_pathways  # noqa: E402
 from rnlvideo.models import NLBlock, RNLBlock, TSMResNet  # noqa: E402
 from rnlvideo.models.cost import (  # noqa: E402
     CostRow,
@@ -65,11 +65,8 @@ def one_view(cfg: DictConfig, device: str) -> torch.Tensor | list[torch.Tensor]:
     """A zero view ``(1, 3, T, S, S)`` of the data config; ``[slow, fast]`` with
     ``data.slowfast_alpha``."""
     size = int(cfg.data.input_size)
-    clip = torch.zeros(3, int(cfg.data.num_segments), size, size, device=device)
-    alpha = cfg.data.get("slowfast_alpha")
-    if alpha:
-        return [pathway.unsqueeze(0) for pathway in slowfast_pathways(clip, alpha)]
-    return clip.unsqueeze(0)
+    clip = torch.zeros(1, 3, int(cfg.data.num_segments), size, size, device=device)
+    return with_pathways(clip, cfg.data.get("slowfast_alpha"))
 
 
 def main(argv: list[str]) -> None:

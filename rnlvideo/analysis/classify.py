@@ -9,6 +9,7 @@ import torch
 
 from rnlvideo.analysis.checkpoints import TrainedModel
 from rnlvideo.analysis.single_video import config_views
+from rnlvideo.data.pathways import with_pathways
 from rnlvideo.engine.distributed import resolve_device
 from rnlvideo.engine.evaluation import view_scores
 
@@ -37,8 +38,10 @@ def classify_video(
     cfg, model = trained.cfg, trained.model
     device = resolve_device(cfg.train.device)
     views = config_views(video, cfg)  # (V, C, T, H, W)
+    clips = with_pathways(views.unsqueeze(0), cfg.data.get("slowfast_alpha"))
+    clips = [c.to(device) for c in clips] if isinstance(clips, list) else clips.to(device)
     model.eval().to(device)
-    scores = view_scores(model, views.unsqueeze(0).to(device), cfg.eval.softmax)[0].cpu()
+    scores = view_scores(model, clips, cfg.eval.softmax)[0].cpu()
     probabilities = scores if cfg.eval.softmax else scores.softmax(dim=0)
     names = trained.class_names
     top = probabilities.topk(min(topk, scores.numel()))

@@ -98,6 +98,7 @@ class DataConfig:
     on_error: str = setting("raise", choices=("raise", "resample"))
     min_frames: int = setting(3, min=1)
     device_transform: bool = False
+    slowfast_alpha: int | None = setting(None, min=1)  # [slow, fast] clips for SlowFast models
     prepare_hint: str = ""
     train: Any = MISSING
     val: Any = MISSING

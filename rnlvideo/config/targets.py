@@ -25,6 +25,9 @@ from rnlvideo.config.errors import ConfigError, UntrustedTargetError
 ALLOWED_TARGETS = frozenset(
     {
         "rnlvideo.models.create_tsm_resnet",
+        "rnlvideo.models.pytorchvideo_adapter.create_x3d",
+        "rnlvideo.models.pytorchvideo_adapter.create_slow",
+        "rnlvideo.models.pytorchvideo_adapter.create_slowfast",
         "rnlvideo.data.FrameFolderDataset",
         "rnlvideo.data.VideoFileDataset",
         "rnlvideo.data.transforms.train_transform",

@@ -14,7 +14,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from rnlvideo.data.device_transforms import DeferredClip, DeviceTransform, defer_transform
 from rnlvideo.data.lists import VideoRecord, check_label, read_categories, read_video_list
-from rnlvideo.data.pathways import check_slowfast_alpha, slowfast_pathways
+from rnlvideo.data.pathways import check_slowfast_alpha, with_pathways
 from rnlvideo.data.sampling import RANDOM_MODES, clips_per_sample, sample_offsets
 from rnlvideo.data.transforms import FrameSizeError, VideoTransform
 
@@ -353,8 +353,7 @@ class ClipDataset(Dataset):
     def finish(self, frames: torch.Tensor, rng: np.random.Generator) -> Sample:
         """Second stage of ``dataset[index]``: transform ``decode``'s frames into the views
         (with ``slowfast_alpha``: the views' ``[slow, fast]`` pathways)."""
-        views = self.to_views(self.transform(frames, rng))
-        return slowfast_pathways(views, self.slowfast_alpha) if self.slowfast_alpha else views
+        return with_pathways(self.to_views(self.transform(frames, rng)), self.slowfast_alpha)
 
     def _replacement(self, index: int, error: VideoDataError) -> tuple:
         rng = np.random.default_rng([self.seed, self.epoch, index, _RESAMPLE_STREAM])

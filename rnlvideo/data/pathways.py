@@ -33,6 +33,12 @@ def slow_frame_indices(frames: int, alpha: int) -> Tensor:
     return torch.linspace(0, frames - 1, frames // alpha).long()
 
 
+def with_pathways(clip: Clip, slowfast_alpha: int | None) -> Clip | list[Clip]:
+    """``clip`` as the data option presents it: itself (``slowfast_alpha`` None), else
+    :func:`slowfast_pathways`."""
+    return slowfast_pathways(clip, slowfast_alpha) if slowfast_alpha else clip
+
+
 def slowfast_pathways(clip: Clip, alpha: int) -> list[Clip]:
     """``[slow, fast]`` of a clip whose frame axis is ``-3``.
 
