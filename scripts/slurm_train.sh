@@ -2,8 +2,10 @@
 # SLURM launcher: one torchrun per node, all GPUs of each node.
 #
 #   sbatch --nodes=2 --gres=gpu:8 --ntasks-per-node=1 --cpus-per-task=64 \
-#     scripts/slurm_train.sh +experiment=rnl_sthv1 train.batch_size=2
+#     scripts/slurm_train.sh +experiment=rnl_sthv1 train.batch_size=1
 #
+# train.batch_size is per process; the recipe's total batch (train.total_batch_size=64) is reached
+# by gradient accumulation: here 1 clip x 16 GPUs x 4 passes = 64, at the recipe's lr.
 # The run directory (output_dir) must be on a filesystem every node sees; resubmitting the same
 # command resumes from its last.pt.
 #SBATCH --job-name=rnlvideo

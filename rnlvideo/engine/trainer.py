@@ -22,6 +22,7 @@ from tqdm import tqdm
 from rnlvideo.config import build_dataset, build_model, load_model_weights
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.engine import checkpoint as ckpt
+from rnlvideo.engine.batching import plan_batches
 from rnlvideo.engine.distributed import (
     DistContext,
     all_gather_objects,
@@ -32,6 +33,7 @@ from rnlvideo.engine.distributed import (
 from rnlvideo.engine.evaluation import autocast_context, evaluate_dataset, predict_dataset
 from rnlvideo.engine.loaders import make_loader
 from rnlvideo.engine.metrics import classification_metrics, topk_correct
+from rnlvideo.engine.param_groups import describe_groups, format_groups, write_groups
 from rnlvideo.engine.reports import class_names_for, video_names, write_evaluation_report
 from rnlvideo.engine.samplers import ResumableDistributedSampler
 
@@ -95,6 +97,14 @@ class Trainer:
         self.device = ctx.device
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.plan = plan_batches(
+            self.tcfg.batch_size,
+            ctx.world_size,
+            self.tcfg.total_batch_size,
+            float(cfg.optim.lr),
+            self.tcfg.lr_total_batch_size,
+        )
+        logger.info("%s", self.plan.describe())
         if ctx.is_main:
             ckpt.remove_stale_temporaries(self.run_dir)
             resolved = OmegaConf.to_yaml(cfg, resolve=True)
@@ -113,7 +123,7 @@ class Trainer:
             )
         self.model = self._build_model()
         self.optimizer = self._build_optimizer()
-        self.accumulate = int(self.tcfg.accumulate_steps)
+        self.accumulate = self.plan.accumulation
         self.steps_per_epoch = math.ceil(
             (len(self.train_sampler) // self.tcfg.batch_size) / self.accumulate
         )
@@ -144,19 +154,16 @@ class Trainer:
             model = torch.compile(model)
         return model
 
-    def _base_lr(self) -> float:
-        lr = float(self.cfg.optim.lr)
-        reference = self.tcfg.lr_reference_batch
-        if reference:
-            total = self.tcfg.batch_size * self.ctx.world_size * self.tcfg.accumulate_steps
-            lr *= total / reference
-            logger.info("linear LR scaling: lr %.5g for total batch %d", lr, total)
-        return lr
-
     def _build_optimizer(self) -> torch.optim.Optimizer:
         from hydra.utils import instantiate
 
-        return instantiate(self.cfg.optim, model=self.bare_model, lr=self._base_lr())
+        optimizer = instantiate(self.cfg.optim, model=self.bare_model, lr=self.plan.lr)
+        if self.ctx.is_main:
+            groups = describe_groups(optimizer)
+            policy = self.cfg.optim.policy
+            logger.info("parameter groups (optim.policy=%s):\n%s", policy, format_groups(groups))
+            write_groups(self.run_dir / "param_groups.json", groups, policy)
+        return optimizer
 
     def _instantiate_scheduler(self):
         from hydra.utils import instantiate
