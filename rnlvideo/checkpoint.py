@@ -86,6 +86,8 @@ def stored_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any
         config = yaml.safe_load(config)
         for keys in _FORMAT1_REMOVED_KEYS:
             _drop(config, keys)
+    if isinstance(config, dict):
+        _upgrade_batch_keys(config, checkpoint.get("batch_layout"))
     if not isinstance(config, dict):
         raise CheckpointError(
             f"{path}: holds no rnlvideo config, so the model cannot be rebuilt from it. "
@@ -93,6 +95,23 @@ def stored_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any
             "rnlvideo.build_model_from_config([...], checkpoint=PATH)"
         )
     return config
+
+
+def _upgrade_batch_keys(config: dict[str, Any], layout: Any) -> None:
+    """Rename the batch keys of checkpoints written before ``train.total_batch_size``.
+
+    ``train.lr_reference_batch`` meant what ``train.lr_total_batch_size`` means. An
+    ``train.accumulate_steps`` above 1 becomes the total batch the run trained at.
+    """
+    train = config.get("train")
+    if not isinstance(train, dict):
+        return
+    if "lr_reference_batch" in train:
+        train.setdefault("lr_total_batch_size", train.pop("lr_reference_batch"))
+    if "accumulate_steps" in train:
+        steps = train.pop("accumulate_steps")
+        total = layout.get("total_batch_size") if isinstance(layout, dict) else None
+        train.setdefault("total_batch_size", total if steps != 1 else None)
 
 
 def _drop(container: Any, keys: tuple[str, ...]) -> None:

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # SLURM launcher: one torchrun per node, all GPUs of each node; preemption-safe.
 #
-#   sbatch --nodes=2 --gres=gpu:8 --cpus-per-task=64 scripts/slurm_train.sh +experiment=rnl_sthv1
+#   sbatch --nodes=2 --gres=gpu:8 --ntasks-per-node=1 --cpus-per-task=64 \
+#     scripts/slurm_train.sh +experiment=rnl_sthv1 train.batch_size=1
+#
+# train.batch_size is per process; the recipe's total batch (train.total_batch_size=64) is reached
+# by gradient accumulation: here 1 clip x 16 GPUs x 4 passes = 64, at the recipe's lr.
 #
 # SLURM sends SIGUSR1 to this script 5 minutes before the time limit (--signal below). The
 # trap sends SIGTERM to srun, which passes it to torchrun and on to every training process:

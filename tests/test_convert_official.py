@@ -1,9 +1,10 @@
 """Official TSM / RNL checkpoints: key mapping, logits after conversion, refusals.
 
-The "official" models here are written from the release's structure (RNL_FACTS.md): a TSN
-wrapper around a torchvision ResNet whose residual blocks wrap ``conv1`` in a shift module
-(``conv1.net``), non-local wrappers (``block`` + ``cg`` + ``nl``) around whole residual blocks, the
-masked grouped ``penta`` RNL block (``ReferenceRNLBlock``), TSM's NL block with
+The "official" models here are written from the releases' structure: a TSN wrapper around a
+torchvision ResNet whose residual blocks wrap ``conv1`` in a shift module (``conv1.net``; with 23
+or more blocks in layer3, as ResNet-101, only every other block of each stage, TSM's rule),
+non-local wrappers (``block`` + ``cg`` + ``nl``) around whole residual blocks, the masked grouped
+``penta`` RNL block (``ReferenceRNLBlock``, no ``penta`` for a 1x1x1 kernel), TSM's NL block with
 ``Sequential(conv, pool)`` for ``g`` / ``phi``, and ``new_fc``.
 """
 
@@ -111,13 +112,15 @@ class OfficialTSN(nn.Module):
     def __init__(self, depth: int, num_classes: int, placements: dict) -> None:
         super().__init__()
         self.base_model = getattr(torchvision.models, f"resnet{depth}")()
+        every = 2 if len(self.base_model.layer3) >= 23 else 1
         for stage in ("layer1", "layer2", "layer3", "layer4"):
             layer = getattr(self.base_model, stage)
             for index, block in enumerate(layer):
-                block.conv1 = OfficialShift(block.conv1, SEGMENTS)
+                if index % every == 0:
+                    block.conv1 = OfficialShift(block.conv1, SEGMENTS)
                 kind = placements.get((stage, index))
                 if kind is not None:
-                    channels = block.conv1.net.out_channels * block.expansion
+                    channels = block.bn3.num_features if depth >= 50 else block.bn2.num_features
                     nl, cg = kind(channels)
                     layer[index] = OfficialNonLocalWrapper(block, nl, cg)
         features = self.base_model.fc.in_features
@@ -199,6 +202,47 @@ def test_converted_model_gives_the_official_logits(placement, layout, form):
     with torch.no_grad():
         expected, actual = official(clips), ours(clips)
     assert expected.abs().max() > 0.1  # the comparison is not between near-zero logits
+    assert (actual - expected).abs().max() <= 1e-4
+
+
+def test_converted_r101_gives_the_official_logits():
+    official = randomised(OfficialTSN(101, 174, R50_RNL))
+    state = official_state(official)
+    assert "module.base_model.layer3.22.conv1.net.weight" in state
+    assert "module.base_model.layer3.21.conv1.weight" in state  # unshifted
+    assert "module.base_model.layer1.1.conv1.weight" in state
+    ours = our_model(["+experiment=rnl_sthv1", "model=tsm_r101", f"data.num_segments={SEGMENTS}"])
+    ours.load_state_dict(convert_official_state_dict(state, ours.eval()))
+    clips = torch.randn(2, 3, SEGMENTS, 64, 64)
+    with torch.no_grad():
+        expected, actual = official(clips), ours(clips)
+    assert expected.abs().max() > 0.1
+    assert (actual - expected).abs().max() <= 1e-4
+
+
+def test_refuses_a_checkpoint_that_shifts_other_blocks():
+    tsm_state = official_state(OfficialTSN(18, 12, {}))
+    tsn_state = {key.replace("conv1.net.", "conv1."): v for key, v in tsm_state.items()}
+    with pytest.raises(OfficialCheckpointError, match="layer1.0: checkpoint none, model blockres"):
+        convert_official_state_dict(tsn_state, our_model(demo_overrides("none")))
+    tsn_model = our_model([*demo_overrides("none"), "model.shift_place=none"])
+    tsn_model.load_state_dict(convert_official_state_dict(tsn_state, tsn_model))
+    with pytest.raises(OfficialCheckpointError, match="layer4.1: checkpoint blockres, model none"):
+        convert_official_state_dict(tsm_state, tsn_model)
+
+
+def test_converted_1x1x1_rnl_has_no_aggregation_and_gives_the_official_logits():
+    layout = {("layer2", 0): cg_rnl((1, 1, 1)), ("layer3", 0): rnl((1, 1, 1))}
+    official = randomised(OfficialTSN(18, 12, layout))
+    assert not any(".penta." in key for key in official.state_dict())
+    kernels = ["placement.res3_kernel=[1,1,1]", "placement.res4_kernel=[1,1,1]"]
+    ours = our_model([*demo_overrides("rnl_r18"), *kernels]).eval()
+    assert not any("aggregation" in key for key in ours.state_dict())
+    ours.load_state_dict(convert_official_state_dict(official_state(official), ours))
+    clips = torch.randn(2, 3, SEGMENTS, 64, 64)
+    with torch.no_grad():
+        expected, actual = official(clips), ours(clips)
+    assert expected.abs().max() > 0.1
     assert (actual - expected).abs().max() <= 1e-4
 
 

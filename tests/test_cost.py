@@ -38,14 +38,17 @@ def test_release_form_of_rnl_r50_matches_the_official_figures():
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
-@pytest.mark.parametrize(("kernel", "sub_sample"), [((3, 7, 7), False), ((1, 3, 3), True)])
+@pytest.mark.parametrize(
+    ("kernel", "sub_sample"), [((3, 7, 7), False), ((1, 3, 3), True), ((1, 1, 1), False)]
+)
 def test_rnl_block_macs_match_the_formula(device, kernel, sub_sample):
     # C = 128, C' = 64: the release's grouped conv has 2 groups of 32 channels.
     torch.manual_seed(0)
     block = RNLBlock(128, kernel, sub_sample=sub_sample).to(device)
     x = torch.randn(2, 128, 3, 6, 4, device=device)
     positions, keys = 3 * 6 * 4, (3 * 3 * 2 if sub_sample else 3 * 6 * 4)
-    taps = kernel[0] * kernel[1] * kernel[2]
+    # A 1x1x1 kernel builds no aggregation conv (the release's "no region" block).
+    taps = kernel[0] * kernel[1] * kernel[2] if kernel != (1, 1, 1) else 0
     convolutions = 2 * (2 * 128 * 64 + 64 * taps) * positions
     attention = 2 * 2 * positions * keys * 64  # Q K^T and P V, on the CPU's fused kernel too
     formula = rnl_block_macs(128, (3, 6, 4), kernel, sub_sample=sub_sample)

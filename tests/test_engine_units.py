@@ -33,13 +33,15 @@ def group_of(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict:
 
 def test_classifier_lr_multipliers_and_weight_decay_groups() -> None:
     net = TinyNet()
-    opt = create_sgd(net, lr=0.1, weight_decay=1e-3, no_weight_decay_norm_bias=True)
+    opt = create_sgd(
+        net, lr=0.1, weight_decay=1e-3, policy="simple", no_weight_decay_norm_bias=True
+    )
     assert group_of(opt, net.head.fc.weight)["lr"] == pytest.approx(0.5)
     assert group_of(opt, net.head.fc.bias)["lr"] == pytest.approx(1.0)
     assert group_of(opt, net.conv.weight)["weight_decay"] == 1e-3
     assert group_of(opt, net.conv.bias)["weight_decay"] == 0.0
     assert group_of(opt, net.bn.weight)["weight_decay"] == 0.0
-    default = create_sgd(TinyNet(), lr=0.1, weight_decay=1e-3)
+    default = create_sgd(TinyNet(), lr=0.1, weight_decay=1e-3, policy="simple")
     assert all(g["weight_decay"] == 1e-3 for g in default.param_groups)
 
 

@@ -130,6 +130,30 @@ def test_rnl_state_dict_has_one_canonical_aggregation_weight():
     }
 
 
+def test_rnl_without_regions_is_a_shared_theta_non_local_block():
+    # Kernel 1x1x1: no aggregation layer at all (as the release), so P = theta_x.
+    torch.manual_seed(0)
+    block = _activate_output(RNLBlock(16, kernel_size=(1, 1, 1))).double().eval()
+    assert block.aggregation is None
+    assert not any(key.startswith("aggregation") for key in block.state_dict())
+    reference = ReferenceRNLBlock.from_block(block).eval()
+    assert reference.penta is None
+    x = torch.randn(2, 16, 3, 4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        theta_x = block.theta(x).flatten(2)  # (N, C', THW)
+        affinity = torch.softmax(theta_x.transpose(1, 2) @ theta_x, dim=-1)
+        y = (affinity @ theta_x.transpose(1, 2)).transpose(1, 2).reshape(2, 8, 3, 4, 5)
+        expected = x + block.W(y)
+        assert _relative_error(block(x) - x, expected - x) <= 1e-10
+        assert _relative_error(reference(x) - x, expected - x) <= 1e-10
+        rows = torch.tensor([0, 17, 59])
+        torch.testing.assert_close(block.affinity(x, rows), affinity[:, rows])
+    with pytest.raises(ValueError, match="aggregation='dense'"):
+        RNLBlock(16, kernel_size=(1, 1, 1), aggregation="dense")
+    with pytest.raises(ValueError, match="3 positive odd integers"):
+        RNLBlock(16, kernel_size=(1, 1))
+
+
 def test_rnl_aggregation_init_follows_the_release_xavier_bound():
     # The release xavier-initialises a (C', C'/groups, k...) weight: here C' = 128, groups = 4.
     weight = RNLBlock(256, kernel_size=(3, 3, 3)).aggregation.weight.detach()

@@ -175,14 +175,14 @@ def test_a_mid_epoch_resume_with_another_batch_layout(tiny_dataset, tmp_path, mo
     monkeypatch.undo()
     with pytest.raises(ResumeRefusedError, match="batch_size 4 -> 2"):
         make_trainer(
-            tiny_dataset, run_dir, *EXACT, "train.batch_size=2", "train.accumulate_steps=2"
+            tiny_dataset, run_dir, *EXACT, "train.batch_size=2", "train.total_batch_size=4"
         )
     restarted = make_trainer(
         tiny_dataset,
         run_dir,
         *EXACT,
         "train.batch_size=2",
-        "train.accumulate_steps=2",
+        "train.total_batch_size=4",
         "train.resume=force",
     )
     assert restarted.progress.batch_in_epoch == 0 and restarted.progress.global_step == 0

@@ -1,4 +1,4 @@
-"""End-to-end training: smoke run, auto-resume, exact resume after SIGKILL, DDP equivalence."""
+"""End-to-end training: smoke run, auto-resume, exact resume after SIGKILL, DDP / total batch."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ def test_one_epoch_train_and_evaluate_then_auto_resume(tiny_dataset: Path, tmp_p
     assert len(per_class) == 1 + 12  # header + one row per class
     assert len((report / "predictions.csv").read_text().splitlines()) == 1 + 12
     assert json.loads((report / "metrics.json").read_text())["top1"] == written["top1"]
+    groups = json.loads((run_dir / "param_groups.json").read_text())
+    assert groups["policy"] == "simple"
+    assert [g["name"] for g in groups["groups"]] == ["decay", "no_decay", "fc_weight", "fc_bias"]
 
     state = load_checkpoint(run_dir / "last.pt")
     assert state["progress"]["epoch"] == 1
@@ -130,9 +133,10 @@ def test_sigkill_then_resume_is_bit_identical(tiny_dataset: Path, tmp_path: Path
     assert not different, f"weights differ after resume from step {interrupted_at}: {different}"
 
 
-def test_ddp_two_processes_match_one_process_with_double_batch(tiny_dataset: Path, tmp_path):
+def test_ddp_two_processes_reach_the_same_total_batch_as_one(tiny_dataset: Path, tmp_path):
+    # Total batch 8: 1 process x 4 clips x 2 accumulation, or 2 processes x 2 clips x 2.
     # A small lr: with frozen BN a from-scratch net is chaotic enough at the demo's lr for
-    # reduction-order rounding (1e-8) to grow past the tolerance within six steps.
+    # reduction-order rounding (1e-8) to grow past the tolerance.
     common = [
         "train.freeze_bn=true",
         "model.dropout=0",
@@ -140,12 +144,14 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tiny_dataset: Pat
         "train.eval_every_epochs=0",
         "optim=sgd",
         "optim.lr=0.005",
+        "train.total_batch_size=8",
     ]
     single = run_tool(
         ["tools/train.py", *tiny_run_overrides(tiny_dataset, tmp_path / "one", *common)],
         timeout=600,
     )
     assert single.returncode == 0, single.stderr[-3000:]
+    assert "batch 4 per process x 1 processes x 2 accumulation = 8" in single.stdout
     ddp = run_tool(
         [
             "-m",
@@ -158,11 +164,16 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tiny_dataset: Pat
         timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "batch 2 per process x 2 processes x 2 accumulation = 8" in ddp.stdout
     one = load_checkpoint(tmp_path / "one" / "last.pt")
     two = load_checkpoint(tmp_path / "two" / "last.pt")
-    assert one["progress"]["global_step"] == two["progress"]["global_step"] == 6
+    assert one["progress"]["global_step"] == two["progress"]["global_step"] == 3
     for key, value in one["model"].items():
         torch.testing.assert_close(two["model"][key], value, rtol=0, atol=1e-6, msg=key)
+    groups = json.loads((tmp_path / "two" / "param_groups.json").read_text())
+    assert groups["policy"] == "release"
+    names = [g["name"] for g in groups["groups"]]  # frozen BatchNorms: no "bn" group
+    assert names == ["weight", "bias", "nl_weight", "nl_bias", "fc_weight", "fc_bias"]
 
 
 def train_in_process(dataset: Path, run_dir: Path, *extra: str) -> Trainer:
@@ -176,8 +187,9 @@ def test_gradient_accumulation_matches_the_larger_batch(tiny_dataset: Path, tmp_
     common = ("train.freeze_bn=true", "model.dropout=0", "optim=sgd", "optim.lr=0.005")
     whole = train_in_process(tiny_dataset, tmp_path / "whole", *common)
     accumulated = train_in_process(
-        tiny_dataset, tmp_path / "acc", *common, "train.batch_size=2", "train.accumulate_steps=2"
+        tiny_dataset, tmp_path / "acc", *common, "train.batch_size=2", "train.total_batch_size=4"
     )
+    assert accumulated.accumulate == 2
     assert whole.progress.global_step == accumulated.progress.global_step == 6
     expected = whole.bare_model.state_dict()
     for key, value in accumulated.bare_model.state_dict().items():

@@ -79,6 +79,22 @@ def test_every_residual_block_shifts(place):
     assert all(b.shift_place == place and b.temporal_shift.shift_div == 4 for b in blocks)
 
 
+def test_resnet101_shifts_every_other_block_as_tsm():
+    # TSM: when the third stage has >= 23 blocks, blockres shifts blocks 0, 2, 4... of every stage.
+    with torch.device("meta"):
+        model = create_tsm_resnet(depth=101, num_segments=2)
+    for stage, blocks in zip(("layer1", "layer2", "layer3", "layer4"), (3, 4, 23, 3), strict=True):
+        places = [b.shift_place for b in getattr(model.backbone, stage)]
+        assert places == ["blockres" if i % 2 == 0 else "none" for i in range(blocks)], stage
+        shifts = [
+            isinstance(b.temporal_shift, TemporalShift) for b in getattr(model.backbone, stage)
+        ]
+        assert shifts == [i % 2 == 0 for i in range(blocks)], stage
+    with torch.device("meta"):
+        block_shift = create_tsm_resnet(depth=101, num_segments=2, shift_place="block")
+    assert all(b.shift_place == "block" for b in block_shift.backbone.layer3)
+
+
 def test_no_shift_model_is_a_per_frame_torchvision_resnet():
     model = _tiny_model(shift_place="none").eval()
     resnet = torchvision.models.resnet18().eval()
@@ -175,7 +191,7 @@ def test_official_rnl_resnet50_has_the_release_parameter_count():
         for m in model.modules()
         if isinstance(m, RegionAggregation)
     )
-    assert params + masked_zeros == 31_548_399  # RNL_FACTS.md, measured on the release
+    assert params + masked_zeros == 31_548_399  # counted on the release's own model
     plain = create_tsm_resnet(depth=50, num_classes=174)
     assert sum(p.numel() for p in plain.parameters()) == 23_864_558  # TSM-R50
 

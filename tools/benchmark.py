@@ -129,11 +129,9 @@ class MemoryProbe:
 def build_block(impl: str, channels: int, kernel: list[int]) -> nn.Module:
     """Ours with aggregation form ``impl``, or the release-style reference; same weights."""
     torch.manual_seed(0)
-    block = RNLBlock(channels, tuple(kernel))
     if impl == REFERENCE:
-        return ReferenceRNLBlock.from_block(block)
-    block.aggregation.form = impl
-    return block
+        return ReferenceRNLBlock.from_block(RNLBlock(channels, tuple(kernel)))
+    return RNLBlock(channels, tuple(kernel), aggregation=impl)
 
 
 def make_step(block: nn.Module, x: Tensor, upstream: Tensor, dtype: str) -> Callable[[], None]:

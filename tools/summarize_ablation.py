@@ -31,7 +31,7 @@ DESCRIPTIONS = {
     "tsm": "TSM",
     "tsm_nl": "TSM + NL",
     "tsm_rnl": "TSM + RNL (3x7x7 res3, 3x3x3 res4)",
-    "tsm_rnl_k111": "TSM + RNL 1x1x1",
+    "tsm_rnl_k111": "TSM + RNL 1x1x1 (no region aggregation)",
     "tsm_rnl_k333": "TSM + RNL 3x3x3",
     "tsm_rnl_k377": "TSM + RNL 3x7x7",
     "x3d_s": "X3D-S (pytorchvideo, 3D convolutions)",

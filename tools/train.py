@@ -1,6 +1,7 @@
 """Train a video classifier: python tools/train.py +experiment=demo [key=value ...]
 
-Multi-GPU / multi-node: torchrun --nproc_per_node=N tools/train.py +experiment=rnl_sthv1
+Multi-GPU / multi-node, e.g. 4 GPUs x 4 clips x 4 accumulation = the recipe's total batch of 64:
+torchrun --nproc_per_node=4 tools/train.py +experiment=rnl_sthv1 train.batch_size=4
 
 ``--trust-code`` allows ``_target_`` names outside rnlvideo's builders (your own model
 builder, say); without it such a config is refused. Exit status: 0 done, 1 error, 2 the dataset

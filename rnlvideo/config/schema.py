@@ -34,7 +34,8 @@ class TrainConfig:
 
     epochs: int = setting(50, min=0)
     batch_size: int = setting(16, min=1)
-    accumulate_steps: int = setting(1, min=1)
+    total_batch_size: int | None = setting(None, min=1)
+    lr_total_batch_size: int | None = setting(None, min=1)
     num_workers: int = setting(4, min=0)
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
     amp: str | None = setting(None, choices=(None, "bf16", "fp16"))
@@ -43,7 +44,6 @@ class TrainConfig:
     freeze_bn: bool = False
     channels_last: bool = False
     compile: bool = False
-    lr_reference_batch: int | None = setting(None, min=1)
     resume: str = "auto"  # auto | never | force | overwrite | a checkpoint path
     finetune_from: str | None = None
     checkpoint_every_epochs: int = setting(1, min=0)
@@ -104,6 +104,9 @@ class DataConfig:
     val: Any = MISSING
 
 
+OPTIM_POLICIES = ("release", "tsm", "simple")  # rnlvideo/engine/param_groups.py
+
+
 @dataclass
 class SGDConfig:
     """``optim=sgd``: :func:`rnlvideo.engine.optim.create_sgd`."""
@@ -113,6 +116,7 @@ class SGDConfig:
     momentum: float = setting(0.9, min=0)
     weight_decay: float = setting(1e-3, min=0)
     nesterov: bool = False
+    policy: str = setting("release", choices=OPTIM_POLICIES)
     fc_weight_lr_mult: float = setting(5.0, min=0)
     fc_bias_lr_mult: float = setting(10.0, min=0)
     no_weight_decay_norm_bias: bool = False
@@ -126,6 +130,7 @@ class AdamWConfig:
     lr: float = setting(1e-3, above=0)
     weight_decay: float = setting(0.05, min=0)
     betas: list[float] = setting([0.9, 0.999])
+    policy: str = setting("simple", choices=OPTIM_POLICIES)
     fc_weight_lr_mult: float = setting(1.0, min=0)
     fc_bias_lr_mult: float = setting(1.0, min=0)
     no_weight_decay_norm_bias: bool = True

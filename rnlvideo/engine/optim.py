@@ -1,4 +1,5 @@
-"""Optimiser with the official recipe's parameter groups, and per-iteration LR schedules."""
+"""SGD / AdamW over named parameter groups (:mod:`rnlvideo.engine.param_groups`), and
+per-iteration LR schedules that rescale every group by its own lr multiplier."""
 
 from __future__ import annotations
 
@@ -9,56 +10,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-CLASSIFIER_PREFIX = "head.fc."
-
-
-def parameter_groups(
-    model: nn.Module,
-    lr: float,
-    weight_decay: float,
-    fc_weight_lr_mult: float = 5.0,
-    fc_bias_lr_mult: float = 10.0,
-    no_weight_decay_norm_bias: bool = False,
-) -> list[dict]:
-    """Split trainable parameters into the recipe's groups.
-
-    The classifier (``head.fc``, or the model's ``classifier_prefix``: ``blocks.5.proj.`` of a
-    pytorchvideo X3D) weight trains at ``lr * fc_weight_lr_mult`` and its bias at
-    ``lr * fc_bias_lr_mult``. With ``no_weight_decay_norm_bias`` every normalisation parameter and
-    every bias is excluded from weight decay. Each group records its ``lr_mult`` so schedules can
-    rescale it; empty groups are dropped.
-    """
-    norm_params = {
-        id(p)
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm)
-        for p in m.parameters(recurse=False)
-    }
-    groups: dict[str, dict] = {
-        "decay": {"params": [], "lr_mult": 1.0, "weight_decay": weight_decay},
-        "no_decay": {"params": [], "lr_mult": 1.0, "weight_decay": 0.0},
-        "fc_weight": {"params": [], "lr_mult": fc_weight_lr_mult, "weight_decay": weight_decay},
-        "fc_bias": {"params": [], "lr_mult": fc_bias_lr_mult, "weight_decay": weight_decay},
-    }
-    classifier = getattr(model, "classifier_prefix", CLASSIFIER_PREFIX)
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        bare = name.removeprefix("module.").removeprefix("_orig_mod.")
-        if bare.startswith(classifier):
-            key = "fc_weight" if bare.endswith("weight") else "fc_bias"
-            if key == "fc_bias" and no_weight_decay_norm_bias:
-                groups[key]["weight_decay"] = 0.0
-        elif no_weight_decay_norm_bias and (id(param) in norm_params or param.ndim <= 1):
-            key = "no_decay"
-        else:
-            key = "decay"
-        groups[key]["params"].append(param)
-    result = []
-    for name, group in groups.items():
-        if group["params"]:
-            result.append({**group, "name": name, "lr": lr * group["lr_mult"]})
-    return result
+from rnlvideo.engine.param_groups import parameter_groups
 
 
 def create_sgd(
@@ -67,13 +19,24 @@ def create_sgd(
     momentum: float = 0.9,
     weight_decay: float = 1e-3,
     nesterov: bool = False,
+    policy: str = "release",
     fc_weight_lr_mult: float = 5.0,
     fc_bias_lr_mult: float = 10.0,
     no_weight_decay_norm_bias: bool = False,
 ) -> torch.optim.SGD:
-    """SGD over :func:`parameter_groups` (the official RNL / TSM recipe)."""
+    """SGD over the groups of ``policy`` (``release``, ``tsm`` or ``simple``).
+
+    ``lr`` is the base learning rate; each group trains at ``lr * lr_mult`` with
+    ``weight_decay`` or none, as :func:`rnlvideo.engine.param_groups.parameter_groups` says.
+    """
     groups = parameter_groups(
-        model, lr, weight_decay, fc_weight_lr_mult, fc_bias_lr_mult, no_weight_decay_norm_bias
+        model,
+        lr,
+        weight_decay,
+        policy,
+        fc_weight_lr_mult,
+        fc_bias_lr_mult,
+        no_weight_decay_norm_bias,
     )
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
@@ -83,13 +46,20 @@ def create_adamw(
     lr: float = 1e-3,
     weight_decay: float = 0.05,
     betas: Sequence[float] = (0.9, 0.999),
+    policy: str = "simple",
     fc_weight_lr_mult: float = 1.0,
     fc_bias_lr_mult: float = 1.0,
     no_weight_decay_norm_bias: bool = True,
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`parameter_groups` (fast convergence when training from scratch)."""
+    """AdamW over the groups of ``policy`` (fast convergence when training from scratch)."""
     groups = parameter_groups(
-        model, lr, weight_decay, fc_weight_lr_mult, fc_bias_lr_mult, no_weight_decay_norm_bias
+        model,
+        lr,
+        weight_decay,
+        policy,
+        fc_weight_lr_mult,
+        fc_bias_lr_mult,
+        no_weight_decay_norm_bias,
     )
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
 

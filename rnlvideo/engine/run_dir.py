@@ -28,7 +28,7 @@ RESUMABLE_CHANGES = (
     "model.weights",
     "train.num_workers",
     "train.batch_size",  # per process; the total batch is checked on its own
-    "train.accumulate_steps",
+    "train.total_batch_size",  # checked on its own, against the checkpoint's batch layout
     "train.resume",
     "train.finetune_from",
     "train.log_every_steps",

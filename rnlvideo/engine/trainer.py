@@ -29,6 +29,7 @@ from rnlvideo.config import build_dataset, build_model, portable_config
 from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.engine import checkpoint as ckpt
+from rnlvideo.engine.batching import plan_batches
 from rnlvideo.engine.distributed import (
     DistContext,
     all_gather_objects,
@@ -46,6 +47,7 @@ from rnlvideo.engine.evaluation import (
 )
 from rnlvideo.engine.loaders import make_loader
 from rnlvideo.engine.metrics import topk_correct
+from rnlvideo.engine.param_groups import describe_groups, format_groups, write_groups
 from rnlvideo.engine.preemption import Preempted, StopSignals
 from rnlvideo.engine.progress import EpochProgress
 from rnlvideo.engine.reports import (
@@ -144,6 +146,14 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self._lock: RunLock | None = None
         self.writer: SummaryWriter | None = None
+        self.plan = plan_batches(
+            self.tcfg.batch_size,
+            ctx.world_size,
+            self.tcfg.total_batch_size,
+            float(cfg.optim.lr),
+            self.tcfg.lr_total_batch_size,
+        )
+        logger.info("%s", self.plan.describe())
         try:
             resume_from = call_on_main(ctx, self._prepare_run_dir)
             seed_everything(cfg.seed + ctx.rank, self.tcfg.deterministic)
@@ -165,7 +175,7 @@ class Trainer:
                 )
             self.model = self._build_model()
             self.optimizer = self._build_optimizer()
-            self.accumulate = int(self.tcfg.accumulate_steps)
+            self.accumulate = self.plan.accumulation
             self.steps_per_epoch = math.ceil(
                 (len(self.train_sampler) // self.tcfg.batch_size) / self.accumulate
             )
@@ -245,17 +255,14 @@ class Trainer:
             model = torch.compile(model)
         return model
 
-    def _base_lr(self) -> float:
-        lr = float(self.cfg.optim.lr)
-        reference = self.tcfg.lr_reference_batch
-        if reference:
-            total = self.tcfg.batch_size * self.ctx.world_size * self.tcfg.accumulate_steps
-            lr *= total / reference
-            logger.info("linear LR scaling: lr %.5g for total batch %d", lr, total)
-        return lr
-
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        return instantiate(self.cfg.optim, model=self.bare_model, lr=self._base_lr())
+        optimizer = instantiate(self.cfg.optim, model=self.bare_model, lr=self.plan.lr)
+        if self.ctx.is_main:
+            groups = describe_groups(optimizer)
+            policy = self.cfg.optim.policy
+            logger.info("parameter groups (optim.policy=%s):\n%s", policy, format_groups(groups))
+            write_groups(self.run_dir / "param_groups.json", groups, policy)
+        return optimizer
 
     def _instantiate_scheduler(self):
         return instantiate(

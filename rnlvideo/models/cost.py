@@ -187,15 +187,18 @@ def rnl_block_macs(
     """Closed-form forward MACs of one RNL block on one clip of ``clip = (T, H, W)`` positions.
 
     ``theta`` (``C * C' * L``), the aggregation (``C' * k * L`` depthwise, or
-    ``C' * (C' / groups) * k * L`` as the release's grouped conv), the attention's two products
-    (``2 * L * L_k * C'``) and ``W`` (``C' * C * L``), with ``L = T*H*W`` and
-    ``L_k = T*(H//2)*(W//2)`` under ``sub_sample`` (else ``L``).
+    ``C' * (C' / groups) * k * L`` as the release's grouped conv; none for a 1x1x1 kernel,
+    which builds no aggregation), the attention's two products (``2 * L * L_k * C'``) and
+    ``W`` (``C' * C * L``), with ``L = T*H*W`` and ``L_k = T*(H//2)*(W//2)`` under
+    ``sub_sample`` (else ``L``).
     """
     t, h, w = clip
     inter = in_channels // ratio
     positions = t * h * w
     keys = t * (h // 2) * (w // 2) if sub_sample else positions
     kernel = int(torch.Size(kernel_size).numel())
+    if kernel == 1:  # no region: no aggregation conv
+        kernel = 0
     fan_in = inter // max(inter // 32, 1) if grouped else 1
     projections = 2 * in_channels * inter * positions
     return projections + inter * fan_in * kernel * positions + 2 * positions * keys * inter

@@ -81,6 +81,14 @@ def _affinity_rows(query: Tensor, key: Tensor, query_index: Tensor, scale: float
     return torch.softmax(logits * scale, dim=-1)
 
 
+def _region_kernel(kernel_size: Sequence[int]) -> tuple[int, int, int]:
+    """``kernel_size`` as a tuple ``(kt, kh, kw)`` of positive odd integers, else ValueError."""
+    kernel = tuple(kernel_size)
+    if len(kernel) != 3 or any(k < 1 or k % 2 == 0 for k in kernel):
+        raise ValueError(f"kernel_size={kernel}: expected 3 positive odd integers")
+    return kernel
+
+
 class RegionAggregation(nn.Module):
     """Sum of each channel over the cuboid region around every position (the RNL "penta" conv).
 
@@ -109,9 +117,7 @@ class RegionAggregation(nn.Module):
         self, channels: int, kernel_size: Sequence[int] = (3, 7, 7), form: str = "depthwise"
     ) -> None:
         super().__init__()
-        kernel_size = tuple(kernel_size)
-        if len(kernel_size) != 3 or any(k < 1 or k % 2 == 0 for k in kernel_size):
-            raise ValueError(f"kernel_size={kernel_size}: expected 3 positive odd integers")
+        kernel_size = _region_kernel(kernel_size)
         self.channels = channels
         self.kernel_size = kernel_size
         self.padding = tuple((k - 1) // 2 for k in kernel_size)
@@ -172,9 +178,14 @@ class RNLBlock(nn.Module):
     ``aggregation`` picks how the region sum runs (:class:`RegionAggregation` ``form``:
     ``"depthwise"``, ``"grouped"`` or ``"auto"``); the weights and the result are the same.
 
+    A ``kernel_size`` of all ones means no region: as in the release, the block then has no
+    aggregation at all (``aggregation`` is None, no ``aggregation.weight``) and ``P = theta_x``,
+    a non-local block whose query, key and value share ``theta``.
+
     Submodules (state-dict keys): ``theta`` Conv3d(C, C', 1) (``theta.weight|bias``);
-    ``aggregation`` :class:`RegionAggregation` (``aggregation.weight`` ``(C', 1, kt, kh, kw)``);
-    ``W`` = Sequential(Conv3d(C', C, 1), BatchNorm3d(C)) (``W.0.*``, ``W.1.*``), BN zero-init.
+    ``aggregation`` :class:`RegionAggregation` (``aggregation.weight`` ``(C', 1, kt, kh, kw)``)
+    or None; ``W`` = Sequential(Conv3d(C', C, 1), BatchNorm3d(C)) (``W.0.*``, ``W.1.*``),
+    BN zero-init.
 
     Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
     """
@@ -189,14 +200,25 @@ class RNLBlock(nn.Module):
     ) -> None:
         super().__init__()
         inter_channels = _inter_channels(in_channels, ratio)
+        self.kernel_size = _region_kernel(kernel_size)
+        if aggregation not in RegionAggregation.forms:
+            raise ValueError(
+                f"aggregation={aggregation!r}: expected one of {RegionAggregation.forms}"
+            )
         self.theta = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
-        self.aggregation = RegionAggregation(inter_channels, kernel_size, form=aggregation)
+        self.aggregation: RegionAggregation | None = None
+        if any(k != 1 for k in self.kernel_size):
+            self.aggregation = RegionAggregation(inter_channels, kernel_size, form=aggregation)
         self.pool = _key_pool(sub_sample)
         self.W = _output_projection(inter_channels, in_channels)
 
+    def regions(self, theta_x: Tensor) -> Tensor:
+        """``P``: ``theta_x`` summed over each position's region (itself for a 1x1x1 kernel)."""
+        return theta_x if self.aggregation is None else self.aggregation(theta_x)
+
     def forward(self, x: Tensor) -> Tensor:
         theta_x = self.theta(x)
-        regions = self.aggregation(theta_x)
+        regions = self.regions(theta_x)
         y = _attend(regions, self.pool(regions), self.pool(theta_x), scale=1.0)
         return x + self.W(y)
 
@@ -206,7 +228,7 @@ class RNLBlock(nn.Module):
         ``L_keys = T*H*W``, or ``T*(H//2)*(W//2)`` with ``sub_sample``. Only ``Q`` rows are
         computed, never the full matrix.
         """
-        regions = self.aggregation(self.theta(x))
+        regions = self.regions(self.theta(x))
         return _affinity_rows(regions, self.pool(regions), query_index, scale=1.0)
 
 

@@ -31,13 +31,16 @@ import torch
 from torch import Tensor, nn
 
 from rnlvideo.models.nonlocal_blocks import ChannelGate, NLBlock, RNLBlock
-from rnlvideo.models.tsm_resnet import TSMResNet
+from rnlvideo.models.tsm_resnet import STAGES, TSMResNet
 
 logger = logging.getLogger(__name__)
 
 _WRAPPED = re.compile(r"(?P<stage>layer[1-4])\.(?P<block>\d+)\.(?P<part>nl|cg)\.(?P<tail>.+)")
 _RESIDUAL = re.compile(r"(?P<prefix>layer[1-4]\.\d+\.)(?P<tail>.+)")
 _METADATA_KEYS = ("epoch", "best_prec1", "arch")
+_BLOCK_KEY = re.compile(
+    r"base_model\.(?P<stage>layer[1-4])\.(?P<block>\d+)\.(?:block\.)?(?P<rest>.+)"
+)
 
 
 class OfficialCheckpointError(ValueError):
@@ -216,6 +219,42 @@ def require_tsm_resnet(model: nn.Module, configured: str = "the configured model
     )
 
 
+def _official_shift_places(official: Mapping[str, Tensor]) -> dict[str, str]:
+    """``"layerX.i" -> "blockres" | "block" | "none"``: what the key layout says of each block.
+
+    TSM's shift wrapper leaves its trace in the keys: ``conv1.net.*`` for the "blockres" shift,
+    ``net.*`` around the whole block for "block"; an unshifted block has plain ``conv1.*``.
+    """
+    places: dict[str, str] = {}
+    for key in official:
+        match = _BLOCK_KEY.fullmatch(key)
+        if match is None or match["rest"].startswith(("nl.", "cg.")):
+            continue
+        rest = match["rest"]
+        place = "blockres" if rest.startswith("conv1.net.") else "none"
+        place = "block" if rest.startswith("net.") else place
+        block = f"{match['stage']}.{match['block']}"
+        if places.get(block, "none") == "none":
+            places[block] = place
+    return places
+
+
+def _check_shift_places(official: Mapping[str, Tensor], model: TSMResNet) -> None:
+    """The checkpoint must shift exactly the residual blocks the configured model shifts."""
+    theirs = _official_shift_places(official)
+    different = [
+        f"{stage}.{index}: checkpoint {theirs[f'{stage}.{index}']}, model {block.shift_place}"
+        for stage in STAGES
+        for index, block in enumerate(getattr(model.backbone, stage))
+        if theirs.get(f"{stage}.{index}", block.shift_place) != block.shift_place
+    ]
+    if different:
+        raise OfficialCheckpointError(
+            "the official checkpoint shifts other residual blocks than the configured model "
+            f"(check model.depth and model.shift_place): {'; '.join(different)}"
+        )
+
+
 def convert_official_state_dict(
     official: Mapping[str, Tensor], model: TSMResNet
 ) -> dict[str, Tensor]:
@@ -230,13 +269,15 @@ def convert_official_state_dict(
 
     Raises:
         OfficialCheckpointError: listing the official keys with no place in ``model``, the keys
-            of ``model`` the checkpoint lacks and shape mismatches; or a bad ``penta.mask``; or
-            ``model`` is not a TSM ResNet.
+            of ``model`` the checkpoint lacks and shape mismatches; a bad ``penta.mask``;
+            residual blocks whose temporal shift (``conv1.net`` / ``net`` in the keys) differs
+            from the model's; or ``model`` is not a TSM ResNet.
     """
     require_tsm_resnet(model)
     stripped = {key.removeprefix("module."): value for key, value in official.items()}
     video_blocks = _video_block_indices(model)
     _check_pooling(stripped, video_blocks)
+    _check_shift_places(stripped, model)
     target = model.state_dict()
     converted: dict[str, Tensor] = {}
     unmatched: list[str] = []

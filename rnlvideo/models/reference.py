@@ -65,6 +65,9 @@ class MaskedGroupedConv3d(nn.Module):
 class ReferenceRNLBlock(nn.Module):
     """RNL block as in the release: masked grouped ``penta`` conv, materialised affinity.
 
+    As in the release, a kernel of all ones builds no ``penta`` (None): queries and keys are
+    ``theta_x`` itself.
+
     Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
     """
 
@@ -78,35 +81,40 @@ class ReferenceRNLBlock(nn.Module):
         super().__init__()
         inter_channels = in_channels // ratio
         self.theta = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
-        self.penta = MaskedGroupedConv3d(inter_channels, kernel_size)
+        self.penta: MaskedGroupedConv3d | None = None
+        if any(k != 1 for k in kernel_size):
+            self.penta = MaskedGroupedConv3d(inter_channels, kernel_size)
         self.pool = _key_pool(sub_sample)
         self.W = _output_projection(inter_channels, in_channels)
 
     @classmethod
     def from_block(cls, block: RNLBlock) -> "ReferenceRNLBlock":
         """A reference holding the same weights as ``block`` (same dtype and device)."""
-        aggregation = block.aggregation
         in_channels, inter_channels = block.theta.in_channels, block.theta.out_channels
         reference = cls(
             in_channels,
-            kernel_size=aggregation.kernel_size,
+            kernel_size=block.kernel_size,
             ratio=in_channels // inter_channels,
             sub_sample=isinstance(block.pool, nn.MaxPool3d),
         ).to(block.theta.weight)
         reference.theta.load_state_dict(block.theta.state_dict())
         reference.W.load_state_dict(block.W.state_dict())
-        with torch.no_grad():
-            reference.penta.weight.copy_(aggregation.grouped_weight())
+        if block.aggregation is not None:
+            with torch.no_grad():
+                reference.penta.weight.copy_(block.aggregation.grouped_weight())
         return reference
+
+    def _regions(self, theta_x: Tensor) -> Tensor:
+        return theta_x if self.penta is None else self.penta(theta_x)
 
     def affinity_matrix(self, x: Tensor) -> Tensor:
         """The full softmax affinity ``(N, THW, L_keys)``."""
-        regions = self.penta(self.theta(x))
+        regions = self._regions(self.theta(x))
         return _softmax_affinity(regions, self.pool(regions), scale=1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         theta_x = self.theta(x)
-        regions = self.penta(theta_x)
+        regions = self._regions(theta_x)
         affinity = _softmax_affinity(regions, self.pool(regions), scale=1.0)
         return x + self.W(_aggregate_values(affinity, self.pool(theta_x), like=theta_x))
 

@@ -309,6 +309,27 @@ def _build_nonlocal(placement: _Placement, channels: int) -> nn.Sequential:
     return nn.Sequential(rnl)
 
 
+def block_shift_places(shift_place: str, layers: Sequence[int]) -> list[list[str]]:
+    """The shift place of every residual block, per stage, following TSM's rule.
+
+    ``"blockres"`` shifts every block, except in networks whose third stage has 23 or more
+    blocks (ResNet-101): there TSM shifts only the blocks with an even index, in every stage.
+    ``"block"`` and ``"none"`` apply to every block.
+
+    Args:
+        shift_place: ``"blockres"``, ``"block"`` or ``"none"``.
+        layers: blocks per stage, e.g. ``[3, 4, 23, 3]``.
+
+    Returns:
+        One list per stage of ``"blockres"`` / ``"block"`` / ``"none"``, one entry per block.
+    """
+    every = 2 if shift_place == "blockres" and layers[2] >= 23 else 1
+    return [
+        [shift_place if index % every == 0 else "none" for index in range(blocks)]
+        for blocks in layers
+    ]
+
+
 def _read_backbone_weights(weights: str) -> dict[str, Tensor]:
     """A torchvision ResNet state dict, without ``fc.*``, from a file or a weights name."""
     path = Path(weights).expanduser()
@@ -364,8 +385,10 @@ def create_tsm_resnet(
         num_classes: classifier outputs.
         num_segments: frames per clip ``T``; inputs must have exactly this many.
         shift_div: ``1 / shift_div`` of the channels shift each way in time.
-        shift_place: ``"blockres"`` (shift inside each residual branch, before ``conv1``),
-            ``"block"`` (shift each block's input, both paths) or ``"none"`` (plain TSN).
+        shift_place: ``"blockres"`` (shift inside each residual branch, before ``conv1``;
+            in ResNet-101 only the even-indexed blocks of each stage, as TSM, see
+            :func:`block_shift_places`), ``"block"`` (shift each block's input, both paths) or
+            ``"none"`` (plain TSN).
         nonlocal_blocks: placements, each a mapping (plain or OmegaConf) with keys
             ``stage`` ("layer1".."layer4"), ``block`` (index in the stage), ``kind``
             ("rnl" | "nl" | "cg" | "cg+rnl") and optionally ``kernel_size`` ([kt, kh, kw],
@@ -399,9 +422,9 @@ def create_tsm_resnet(
     backbone.fc = nn.Identity()
     if weights is not None:
         _load_backbone_weights(backbone, weights, depth)
-    for stage in STAGES:
-        for block in getattr(backbone, stage):
-            block.set_temporal_shift(num_segments, shift_div, shift_place)
+    for stage, places in zip(STAGES, block_shift_places(shift_place, layers), strict=True):
+        for block, place in zip(getattr(backbone, stage), places, strict=True):
+            block.set_temporal_shift(num_segments, shift_div, place)
 
     channels = _stage_channels(depth)
     video_blocks = nn.ModuleDict(
