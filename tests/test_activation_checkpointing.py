@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rnlvideo.config import build_model_from_config
 from rnlvideo.models import TSMResNet, create_tsm_resnet
@@ -127,15 +128,29 @@ def _count_forwards(model: nn.Module) -> Counter:
     return calls
 
 
+class _AttentionKernelRuns(TorchDispatchMode):
+    """Counts the executions of the fused attention kernel (cached results do not reach it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.runs += func is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize(
     ("mode", "residual_runs", "video_runs"), [("none", 1, 1), ("nonlocal", 1, 2), ("all", 2, 2)]
 )
 def test_backward_reruns_exactly_the_checkpointed_blocks(mode, residual_runs, video_runs):
     model = _model(activation_checkpointing=mode)
     calls = _count_forwards(model)
-    _train_steps(model, _batches(1))
+    with _AttentionKernelRuns() as attention:
+        _train_steps(model, _batches(1))
     assert calls["TSMBasicBlock"] == 8 * residual_runs
     assert calls["RNLBlock"] == calls["NLBlock"] == calls["ChannelGate"] == video_runs
+    assert attention.runs == 2  # RNL and NL: the recompute keeps the attention's outputs
 
 
 @pytest.mark.parametrize("mode", MODES)

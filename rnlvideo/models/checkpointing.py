@@ -12,17 +12,32 @@ without checkpointing.
 """
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    create_selective_checkpoint_contexts,
+)
 
 CHECKPOINTING_MODES = ("none", "nonlocal", "all")
 _STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+# The fused attention kernels of scaled_dot_product_attention (CPU, CUDA flash / efficient /
+# cuDNN): their outputs are kept, so that the backward pass does not run attention twice.
+_ATTENTION_OPS = frozenset(
+    getattr(torch.ops.aten, name).default
+    for name in (
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+    )
+)
 
 
 def check_checkpointing_mode(mode: str) -> str:
@@ -57,9 +72,22 @@ def batchnorm_statistics_frozen(module: nn.Module) -> Iterator[None]:
             setattr(bn, name, buffer)
 
 
+def _keep_attention(_: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    """Selective checkpointing policy: keep the attention kernels' outputs, recompute the rest."""
+    return CheckpointPolicy.MUST_SAVE if op in _ATTENTION_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+@contextmanager
+def _recomputing(module: nn.Module, selective: Any) -> Iterator[None]:
+    # Buffers are swapped before the selective mode starts: it expects exactly the forward's ops.
+    with batchnorm_statistics_frozen(module), selective:
+        yield
+
+
 def _contexts(module: nn.Module) -> tuple[Any, Any]:
     """(forward context, recompute context) for :func:`torch.utils.checkpoint.checkpoint`."""
-    return nullcontext(), batchnorm_statistics_frozen(module)
+    forward, selective = create_selective_checkpoint_contexts(_keep_attention)
+    return forward, _recomputing(module, selective)
 
 
 def run_checkpointed(module: nn.Module, function: Callable[..., Tensor], *args: Any) -> Tensor:
@@ -76,13 +104,11 @@ def run_checkpointed(module: nn.Module, function: Callable[..., Tensor], *args: 
         checkpointing.
     """
     if torch.compiler.is_compiling():
-        # Compiled graphs recompute only the values the backward needs; buffer updates are not
-        # replayed, and a context_fn is not supported there.
-        return checkpoint(function, *args, use_reentrant=False, preserve_rng_state=True)
+        # Compiled graphs recompute only the values the backward needs and do not replay buffer
+        # updates; there a context_fn may only return the selective-checkpointing modes.
+        contexts = partial(create_selective_checkpoint_contexts, _keep_attention)
+    else:
+        contexts = partial(_contexts, module)
     return checkpoint(
-        function,
-        *args,
-        use_reentrant=False,
-        preserve_rng_state=True,
-        context_fn=partial(_contexts, module),
+        function, *args, use_reentrant=False, preserve_rng_state=True, context_fn=contexts
     )
