@@ -9,7 +9,7 @@ State-dict layout of :class:`TSMResNet`:
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from rnlvideo.models.checkpointing import check_checkpointing_mode, run_checkpointed
 from rnlvideo.models.nonlocal_blocks import ChannelGate, NLBlock, RNLBlock
 from rnlvideo.models.temporal_shift import TemporalShift
 
@@ -113,6 +114,13 @@ def _run_on_clips(blocks: nn.Module, frames: Tensor, num_segments: int) -> Tenso
     return blocks(clips).transpose(1, 2).flatten(0, 1)
 
 
+def _maybe_checkpointed(
+    enabled: bool, module: nn.Module, function: Callable[..., Tensor], *args: Any
+) -> Tensor:
+    """``function(*args)``, under activation checkpointing of ``module`` if ``enabled``."""
+    return run_checkpointed(module, function, *args) if enabled else function(*args)
+
+
 class TSMResNet(nn.Module):
     """TSM ResNet video classifier (timm-style interface); build it with :func:`create_tsm_resnet`.
 
@@ -125,6 +133,9 @@ class TSMResNet(nn.Module):
         num_classes: number of output logits.
         num_features: per-frame feature size ``D``.
         partial_bn: whether ``train()`` keeps every backbone BatchNorm2d but the first frozen.
+        activation_checkpointing: ``"none"``, ``"nonlocal"`` (the non-local blocks recompute
+            their activations in the backward pass) or ``"all"`` (also the stem and every
+            residual block). Only in training mode with gradients enabled; settable.
     """
 
     def __init__(
@@ -134,8 +145,10 @@ class TSMResNet(nn.Module):
         head: TSNHead,
         num_segments: int,
         partial_bn: bool = False,
+        activation_checkpointing: str = "none",
     ) -> None:
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         self.backbone = backbone
         self.nonlocal_blocks = nonlocal_blocks
         self.head = head
@@ -147,6 +160,14 @@ class TSMResNet(nn.Module):
             for bn in self._partial_bn_layers():
                 bn.requires_grad_(False)
         self.train(self.training)
+
+    @property
+    def activation_checkpointing(self) -> str:
+        return self._activation_checkpointing
+
+    @activation_checkpointing.setter
+    def activation_checkpointing(self, mode: str) -> None:
+        self._activation_checkpointing = check_checkpointing_mode(mode)
 
     def _partial_bn_layers(self) -> list[nn.Module]:
         # Matched by base class, not BatchNorm2d, so that SyncBatchNorm conversion keeps them.
@@ -176,14 +197,23 @@ class TSMResNet(nn.Module):
         n, t = x.shape[0], x.shape[2]
         frames = x.transpose(1, 2).flatten(0, 1)  # (N*T, 3, H, W)
         backbone = self.backbone
-        out = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(frames))))
+        recompute = self.training and torch.is_grad_enabled()
+        blocks_too = recompute and self.activation_checkpointing == "all"
+        video_blocks = recompute and self.activation_checkpointing != "none"
+        out = _maybe_checkpointed(blocks_too, backbone.bn1, self._stem, frames)
         for stage in STAGES:
             for index, block in enumerate(getattr(backbone, stage)):
-                out = block(out)
+                out = _maybe_checkpointed(blocks_too, block, block, out)
                 key = f"{stage}_{index}"
                 if key in self.nonlocal_blocks:
-                    out = _run_on_clips(self.nonlocal_blocks[key], out, t)
+                    blocks = self.nonlocal_blocks[key]
+                    out = _maybe_checkpointed(video_blocks, blocks, _run_on_clips, blocks, out, t)
         return torch.flatten(backbone.avgpool(out), 1).view(n, t, -1)
+
+    def _stem(self, frames: Tensor) -> Tensor:
+        """conv1, bn1, relu, max-pool: ``(N*T, 3, H, W) -> (N*T, C, H/4, W/4)``."""
+        backbone = self.backbone
+        return backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(frames))))
 
     def forward_head(self, features: Tensor) -> Tensor:
         """Clip logits from per-frame features: ``(N, T, D) -> (N, num_classes)``."""
@@ -377,6 +407,7 @@ def create_tsm_resnet(
     weights: str | None = None,
     partial_bn: bool = False,
     zero_init_residual: bool = False,
+    activation_checkpointing: str = "none",
 ) -> TSMResNet:
     """Build a TSM ResNet video classifier, ``(N, 3, T, H, W) -> (N, num_classes)``.
 
@@ -405,6 +436,12 @@ def create_tsm_resnet(
             the first (``backbone.bn1``) stays in eval mode with frozen affine parameters.
         zero_init_residual: with random initialisation, start every residual branch's last
             BatchNorm at zero (each block the identity: steadier training from scratch).
+        activation_checkpointing: trade compute for memory in training: ``"none"`` keeps every
+            activation for the backward pass; ``"nonlocal"`` keeps only the inputs of the
+            non-local blocks and recomputes their insides in the backward pass; ``"all"``
+            does the same for the stem and every residual block too. Gradients and
+            BatchNorm statistics are those of ``"none"``; eval mode and ``torch.no_grad``
+            run without it.
 
     Returns:
         The :class:`TSMResNet`; non-local blocks and the classifier are freshly initialised.
@@ -415,6 +452,7 @@ def create_tsm_resnet(
         raise ValueError(f"shift_place={shift_place!r}: expected one of {_choices(SHIFT_PLACES)}")
     if num_segments < 1:
         raise ValueError(f"num_segments={num_segments!r}: expected a positive integer")
+    check_checkpointing_mode(activation_checkpointing)
     placements = _parse_placements(nonlocal_blocks, depth)
 
     block_type, layers = _ARCHITECTURES[depth]
@@ -431,4 +469,11 @@ def create_tsm_resnet(
         {f"{p.stage}_{p.block}": _build_nonlocal(p, channels[p.stage]) for p in placements}
     )
     head = TSNHead(512 * block_type.expansion, num_classes, dropout)
-    return TSMResNet(backbone, video_blocks, head, num_segments, partial_bn=partial_bn)
+    return TSMResNet(
+        backbone,
+        video_blocks,
+        head,
+        num_segments,
+        partial_bn=partial_bn,
+        activation_checkpointing=activation_checkpointing,
+    )
