@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from rnlvideo.config import build_model_from_config
+from rnlvideo import build_model_from_config
 from rnlvideo.models import TSMResNet, create_tsm_resnet
 from rnlvideo.models.nonlocal_blocks import ChannelGate, NLBlock, RNLBlock
 from rnlvideo.models.tsm_resnet import TSMBasicBlock
@@ -188,7 +188,7 @@ def test_32_frame_experiment_is_the_16_frame_recipe_with_checkpointing():
 
 
 def test_training_run_with_checkpointing_matches_the_plain_run(tiny_dataset: Path, tmp_path):
-    common = ("model.dropout=0", "train.eval_every_epochs=0", "train.accumulate_steps=2")
+    common = ("model.dropout=0", "train.eval_every_epochs=0", "train.total_batch_size=8")
     plain = train_in_process(tiny_dataset, tmp_path / "plain", *common)
     checked = train_in_process(
         tiny_dataset, tmp_path / "checked", *common, "model.activation_checkpointing=all"
