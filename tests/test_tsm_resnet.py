@@ -13,7 +13,7 @@ from rnlvideo.models import (
     temporal_shift,
 )
 from rnlvideo.models.nonlocal_blocks import RegionAggregation
-from rnlvideo.models.tsm_resnet import TSMBasicBlock, TSMBottleneck
+from rnlvideo.models.tsm_resnet import TSMBasicBlock, TSMBottleneck, conv_on_map
 
 
 def _torchvision_backbone_state(depth: int) -> dict[str, torch.Tensor]:
@@ -336,3 +336,21 @@ def test_batchnorms_train_normally_without_partial_bn():
     model = _tiny_model().train()
     batchnorms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(bn.training and bn.weight.requires_grad for bn in batchnorms)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "size"),
+    [(3, 1, 1), (3, 2, 1), ((1, 3), 1, 1), (3, 1, 2), (3, 2, 2), (5, 2, 3), (7, 3, 2), (1, 1, 1)],
+)
+def test_conv_on_a_1x1_map_gives_the_convolution_and_its_gradients(kernel, stride, size):
+    torch.manual_seed(0)
+    padding = (kernel // 2) if isinstance(kernel, int) else tuple(k // 2 for k in kernel)
+    conv = nn.Conv2d(16, 8, kernel, stride, padding, bias=True)
+    x = torch.randn(4, 16, size, size, requires_grad=True)
+    out = conv_on_map(conv, x)
+    expected = conv(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), (x, conv.weight, conv.bias))
+    plain = torch.autograd.grad(expected.square().sum(), (x, conv.weight, conv.bias))
+    for got, want in zip(grads, plain, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -51,7 +51,11 @@ def create_adamw(
     fc_bias_lr_mult: float = 1.0,
     no_weight_decay_norm_bias: bool = True,
 ) -> torch.optim.AdamW:
-    """AdamW over the groups of ``policy`` (fast convergence when training from scratch)."""
+    """AdamW over the groups of ``policy`` (fast convergence when training from scratch).
+
+    The update runs as torch's fused kernel when every parameter is on a CPU or CUDA device
+    (the same update in one pass over memory), else as torch's default implementation.
+    """
     groups = parameter_groups(
         model,
         lr,
@@ -61,7 +65,8 @@ def create_adamw(
         fc_bias_lr_mult,
         no_weight_decay_norm_bias,
     )
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters()) or None
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused)
 
 
 def warmup_factor(step: int, warmup_steps: int, start_factor: float) -> float:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -66,12 +67,50 @@ class _ShiftedResidual:
         return self.relu(self.residual_branch(shifted) + identity)
 
 
+def _used_taps(kernel: int, padding: int, stride: int, size: int) -> tuple[int, int, int]:
+    """``(first, last, right padding)``: the kernel taps that ever touch an input of ``size``.
+
+    Taps outside ``[first, last]`` only ever multiply padding zeros. With ``first`` and
+    ``padding - first`` as the new left padding and the returned right padding, the cropped
+    kernel gives the same output positions.
+    """
+    out = (size + 2 * padding - kernel) // stride + 1
+    if out > 1 and stride > size:  # the used taps are not one run; keep them all
+        return 0, kernel - 1, padding
+    first = max(0, padding - (out - 1) * stride)
+    last = min(kernel - 1, padding + size - 1)
+    left = padding - first
+    return first, last, max(0, (out - 1) * stride + last - first + 1 - size - left)
+
+
+def conv_on_map(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)``, computed without the kernel taps that only see padding on a small map.
+
+    On a map as small as the kernel (the last stages of a ResNet on 32x32 inputs), some taps of
+    a zero-padded kernel multiply nothing but padding: dropping them changes no output and no
+    gradient (theirs are exactly zero either way), and the CPU backward of a 3x3 kernel on a 1x1
+    map is about 20 times slower than that of the 1x1 kernel it reduces to. Only while
+    gradients are recorded; inference and FLOP counting run the convolution as it is.
+    """
+    if not torch.is_grad_enabled() or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        return conv(x)
+    if not isinstance(conv.padding, tuple) or x.shape[-1] > conv.kernel_size[1]:
+        return conv(x)
+    rows = _used_taps(conv.kernel_size[0], conv.padding[0], conv.stride[0], x.shape[-2])
+    cols = _used_taps(conv.kernel_size[1], conv.padding[1], conv.stride[1], x.shape[-1])
+    if (rows[1] - rows[0], cols[1] - cols[0]) == (conv.kernel_size[0] - 1, conv.kernel_size[1] - 1):
+        return conv(x)
+    weight = conv.weight[:, :, rows[0] : rows[1] + 1, cols[0] : cols[1] + 1]
+    pads = (conv.padding[1] - cols[0], cols[2], conv.padding[0] - rows[0], rows[2])
+    return F.conv2d(F.pad(x, pads), weight, conv.bias, conv.stride, 0, 1, conv.groups)
+
+
 class TSMBasicBlock(_ShiftedResidual, BasicBlock):
     """torchvision ``BasicBlock`` (same parameter names) with the temporal shift."""
 
     def residual_branch(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.bn2(self.conv2(out))
+        out = self.relu(self.bn1(conv_on_map(self.conv1, x)))
+        return self.bn2(conv_on_map(self.conv2, out))
 
 
 class TSMBottleneck(_ShiftedResidual, Bottleneck):
@@ -79,7 +118,7 @@ class TSMBottleneck(_ShiftedResidual, Bottleneck):
 
     def residual_branch(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn2(conv_on_map(self.conv2, out)))
         return self.bn3(self.conv3(out))
 
 
