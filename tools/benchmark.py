@@ -451,7 +451,8 @@ def benchmark_training(args: argparse.Namespace) -> None:
     for config, runs in results.items():
         for run in runs:
             if "detail" in run:
-                where = f"{config.model}, T = {config.frames}, {config.checkpointing}"
+                mode = "release form" if config.release_form else config.checkpointing
+                where = f"{config.model}, T = {config.frames}, {mode}"
                 print(f"\n{where}: {run['detail']}")
     print(f"\nload average at the end: {'{:.1f} {:.1f} {:.1f}'.format(*os.getloadavg())}")
 
