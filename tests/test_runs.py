@@ -295,3 +295,19 @@ def test_a_stuck_loader_worker_times_out() -> None:
     )
     with pytest.raises(RuntimeError, match="timed out after 1 seconds"):
         next(iter(loader))
+
+
+def test_a_forced_resume_with_other_parameter_groups_is_refused_clearly(tiny_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = make_trainer(tiny_dataset, run_dir, *EXACT)
+    trainer.fit()
+    trainer.close()
+    with pytest.raises(ResumeRefusedError, match="4 parameter groups, this run's .* has 3"):
+        make_trainer(
+            tiny_dataset,
+            run_dir,
+            *EXACT,
+            "optim.no_weight_decay_norm_bias=false",
+            "train.epochs=2",
+            "train.resume=force",
+        )

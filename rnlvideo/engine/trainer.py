@@ -372,6 +372,14 @@ class Trainer:
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         self.bare_model.load_state_dict(model_state_from(state))
+        stored_groups = len(state["optimizer"]["param_groups"])
+        if stored_groups != len(self.optimizer.param_groups):
+            raise ResumeRefusedError(
+                f"the checkpoint's optimiser has {stored_groups} parameter groups, this run's "
+                f"(optim.policy={self.cfg.optim.policy}) has {len(self.optimizer.param_groups)}: "
+                "its optimiser state cannot be continued. Start a new run, or take the weights "
+                "alone with train.finetune_from=PATH."
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
