@@ -41,6 +41,7 @@ def tiny_run_overrides(dataset: Path, run_dir: Path, *extra: str) -> list[str]:
         "train.batch_size=4",
         "train.num_workers=0",
         "train.device=cpu",
+        "train.checkpoint_every_epochs=1",
         "eval.batch_size=8",
         "eval.num_workers=0",
         *extra,
