@@ -14,6 +14,7 @@ from torch import nn
 import rnlvideo
 from rnlvideo.config import build_model, compose_config
 from rnlvideo.data.pathways import slowfast_pathways
+from rnlvideo.engine.checkpoint import load_finetune_weights
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.optim import create_sgd
 from rnlvideo.engine.trainer import Trainer
@@ -101,6 +102,21 @@ def test_weights_load_from_a_local_file_and_refit_another_classifier(tmp_path: P
         assert torch.equal(value, expected), key
     with pytest.raises(InstantiationException, match=r"model\.weights=.*nothing is downloaded"):
         build_model(compose_config([*DEMO, "model=x3d_s", "model.weights=X3D_S.pyth"]))
+
+
+def test_fine_tuning_refits_the_pytorchvideo_classifier(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = build_model(compose_config([*DEMO, "model=x3d_s", "data.num_classes=5"]))
+    torch.save(source.state_dict(), tmp_path / "x3d_s.pt")
+    torch.manual_seed(1)
+    model = build_model(compose_config([*DEMO, "model=x3d_s"]))
+    head = {
+        k: v.clone() for k, v in model.state_dict().items() if k.startswith(model.classifier_prefix)
+    }
+    load_finetune_weights(model, tmp_path / "x3d_s.pt")
+    for key, value in model.state_dict().items():
+        expected = head[key] if key in head else source.state_dict()[key]
+        assert torch.equal(value, expected), key
 
 
 def test_optimiser_groups_find_the_pytorchvideo_classifier() -> None:

@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from rnlvideo.checkpoint import CheckpointError, load_checkpoint, model_state_from
+from rnlvideo.models.classifier import load_refitting_classifier
 
 logger = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
-CLASSIFIER_PREFIX = "head.fc."
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -89,19 +89,11 @@ def load_finetune_weights(model: nn.Module, path: str | Path) -> None:
     A classifier whose shape differs (another number of classes) keeps its fresh
     initialisation; every other weight must fit, else CheckpointError lists the keys.
     """
-    state = model_state_from(load_checkpoint(path))
-    own = model.state_dict()
-    dropped = [
-        k
-        for k, v in state.items()
-        if k.startswith(CLASSIFIER_PREFIX) and k in own and own[k].shape != v.shape
-    ]
-    for key in dropped:
-        del state[key]
+    dropped, missing, unexpected = load_refitting_classifier(
+        model, model_state_from(load_checkpoint(path))
+    )
     if dropped:
         logger.info("classifier re-initialised (shape differs): %s", ", ".join(dropped))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in dropped]
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match the configured model; "

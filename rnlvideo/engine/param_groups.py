@@ -34,9 +34,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from rnlvideo.config.schema import OPTIM_POLICIES
+from rnlvideo.models.classifier import classifier_prefix
 from rnlvideo.models.nonlocal_blocks import NLBlock, RegionAggregation, RNLBlock
 
-CLASSIFIER_PREFIX = "head.fc."
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, RegionAggregation)
 _SIMPLE_NORMS = (_NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -122,7 +122,7 @@ def parameter_groups(
     fc_bias_decay = policy == "simple" and not no_weight_decay_norm_bias
     table = _group_table(policy, fc_weight_lr_mult, fc_bias_lr_mult, fc_bias_decay)
     members: dict[str, list[tuple[str, nn.Parameter]]] = {key: [] for key in table}
-    classifier = getattr(model, "classifier_prefix", CLASSIFIER_PREFIX)
+    classifier = classifier_prefix(model)
     nonlocal_layers = _nonlocal_layers(model)
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):

@@ -34,6 +34,8 @@ from pytorchvideo.models.slowfast import create_slowfast as ptv_create_slowfast
 from pytorchvideo.models.x3d import create_x3d as ptv_create_x3d
 from torch import Tensor, nn
 
+from rnlvideo.models.classifier import load_refitting_classifier
+
 logger = logging.getLogger(__name__)
 
 _STATE_KEYS = ("model_state", "model", "state_dict")  # pytorchvideo / PySlowFast, ours, others
@@ -272,18 +274,7 @@ def load_weights(net: nn.Module, path: str | Path) -> None:
     Every tensor must fit, except a classifier of another number of classes (fine-tuning, e.g.
     Kinetics-400 weights for Something-Something), which keeps its initialisation.
     """
-    state = read_state_dict(path)
-    own = net.state_dict()
-    prefix: str = net.classifier_prefix
-    refit = [
-        key
-        for key, value in state.items()
-        if key.startswith(prefix) and key in own and own[key].shape != value.shape
-    ]
-    for key in refit:
-        del state[key]
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [key for key in missing if key not in refit]
+    refit, missing, unexpected = load_refitting_classifier(net, read_state_dict(path))
     if missing or unexpected:
         raise ValueError(
             f"model.weights={str(path)!r} do not fit the configured model: "
