@@ -58,11 +58,10 @@ def create_x3d(
     net = _build(
         ptv_create_x3d,
         builder_kwargs,
+        num_classes,
+        dropout,
         input_clip_length=num_segments,
         input_crop_size=input_size,
-        model_num_class=num_classes,
-        dropout_rate=dropout,
-        head_activation=None,
     )
     return _finish(net, weights)
 
@@ -85,10 +84,9 @@ def create_slow(
     net = _build(
         create_resnet,
         builder_kwargs,
-        model_num_class=num_classes,
-        dropout_rate=dropout,
+        num_classes,
+        dropout,
         head_pool_kernel_size=_pool_kernel(num_segments, input_size, temporal, spatial),
-        head_activation=None,
     )
     return _finish(net, weights)
 
@@ -123,11 +121,10 @@ def create_slowfast(
     net = _build(
         ptv_create_slowfast,
         builder_kwargs,
-        model_num_class=num_classes,
-        dropout_rate=dropout,
+        num_classes,
+        dropout,
         slowfast_fusion_conv_stride=(slowfast_alpha, 1, 1),
         head_pool_kernel_sizes=kernels,
-        head_activation=None,
     )
     net.register_forward_pre_hook(_pathway_check(slowfast_alpha))
     return _finish(net, weights)
@@ -135,10 +132,16 @@ def create_slowfast(
 
 # ----------------------------------------------------------------------------------- glue
 def _build(
-    builder: Callable[..., nn.Module], builder_kwargs: Mapping[str, Any], **owned: Any
+    builder: Callable[..., nn.Module],
+    builder_kwargs: Mapping[str, Any],
+    num_classes: int,
+    dropout: float,
+    **owned: Any,
 ) -> nn.Module:
-    """``builder(**owned, **builder_kwargs)``; a key the builder lacks, or one the adapter
-    sets itself (``owned``), is refused naming the config key."""
+    """``builder(**owned, **builder_kwargs)`` with a logits head of ``num_classes`` after
+    ``dropout``; a key the builder lacks, or one the adapter sets itself (``owned``), is refused
+    naming the config key."""
+    owned.update(model_num_class=num_classes, dropout_rate=dropout, head_activation=None)
     accepted = set(inspect.signature(builder).parameters) - set(owned)
     for key in builder_kwargs:
         if key not in accepted:
