@@ -266,7 +266,7 @@ def test_a_failed_checkpoint_write_on_rank_0_stops_every_rank(tiny_dataset: Path
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29541",
+            "--standalone",
             str(script),
             *args,
         ],
