@@ -1,7 +1,8 @@
 """rnlvideo: Region-based Non-local video classification on TSM ResNets.
 
 The Python API (:mod:`rnlvideo.api`): :func:`load_model`, :func:`evaluate`, :func:`classify`,
-and :func:`build_model_from_config` / :func:`build_dataset_from_config` for the objects a
+:func:`export` (ONNX / torch.export, :mod:`rnlvideo.deploy`), and
+:func:`build_model_from_config` / :func:`build_dataset_from_config` for the objects a
 training run with the same overrides would build.
 """
 
@@ -10,6 +11,7 @@ from rnlvideo.api import (
     build_model_from_config,
     classify,
     evaluate,
+    export,
     load_model,
 )
 from rnlvideo.config import compose_config
@@ -22,5 +24,6 @@ __all__ = [
     "classify",
     "compose_config",
     "evaluate",
+    "export",
     "load_model",
 ]

@@ -1,14 +1,17 @@
-"""The Python API: load a trained model, evaluate it under a protocol, classify one video.
+"""The Python API: load a trained model, evaluate it under a protocol, classify one video,
+export it for deployment.
 
     import rnlvideo
     model = rnlvideo.load_model("outputs/demo/last.pt")            # eval mode, .class_names
     metrics = rnlvideo.evaluate("outputs/demo/last.pt", protocol="2x3")
     top5 = rnlvideo.classify("outputs/demo/last.pt", "data/synthetic/frames/12")
+    rnlvideo.export("outputs/demo/last.pt", "demo.onnx")           # checked, with metadata
+    top5 = rnlvideo.classify("demo.onnx", "data/synthetic/frames/12")   # onnxruntime
 
 Checkpoints are rebuilt from the config stored in them, validated first (see
 :mod:`rnlvideo.analysis.checkpoints`); ``overrides`` change keys of that config with the
 command line's ``key=value`` syntax. ``tools/test.py`` and ``tools/predict.py`` are thin
-wrappers over :func:`evaluate` and :func:`classify`.
+wrappers over :func:`evaluate` and :func:`classify`, ``tools/export.py`` over :func:`export`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ from rnlvideo.config import (
     compose_config,
 )
 from rnlvideo.data.checks import check_class_count
+from rnlvideo.deploy import (
+    TOLERANCE,
+    ExportedClassifier,
+    ExportReport,
+    classify_exported,
+    export_model,
+    metadata_for,
+)
 from rnlvideo.engine.distributed import DistContext, cleanup_distributed, init_distributed
 from rnlvideo.engine.evaluation import (
     Predictions,
@@ -221,20 +232,70 @@ def classify(
     """The ``topk`` most probable classes of one video, best first.
 
     Args:
-        checkpoint_or_model: a checkpoint path or a model from :func:`load_model`.
+        checkpoint_or_model: a checkpoint path or a model from :func:`load_model`; or an
+            exported ONNX file (``.onnx``, run with onnxruntime; sampled and transformed as the
+            checkpoint it came from, from its metadata).
         video: a video file (decoded with decord), a folder of JPEG frames (sorted by name),
             or the video's frames as a uint8 tensor ``(num_frames, 3, H, W)``.
         topk: how many classes to return.
         protocol: the views averaged (default: the stored protocol, ``1x1``: one clip, centre
             crop); ``"2x3"`` averages the paper's 6 views.
-        overrides, trust_code: as for :func:`evaluate`.
+        overrides, trust_code: as for :func:`evaluate` (an ONNX file takes only
+            ``protocol.*`` overrides).
 
     Returns:
         :class:`ClassScore` entries (index, name, probability).
     """
+    if isinstance(checkpoint_or_model, ExportedClassifier) or (
+        isinstance(checkpoint_or_model, str | Path) and Path(checkpoint_or_model).suffix == ".onnx"
+    ):
+        every_override = _protocol_overrides(protocol, overrides)
+        return classify_exported(checkpoint_or_model, video, topk, every_override)[0]
     trained = _as_trained(checkpoint_or_model, _protocol_overrides(protocol, overrides), trust_code)
     ranked, _ = classify_video(trained, video, topk=topk)
     return ranked
+
+
+def export(
+    checkpoint_or_model: ModelSource,
+    path: str | Path,
+    format: str | None = None,
+    overrides: Sequence[str] = (),
+    trust_code: bool = False,
+    tolerance: float = TOLERANCE,
+) -> ExportReport:
+    """Export a trained model to ONNX or torch.export, checked against the eager model.
+
+    The checkpoint is loaded as by :func:`load_model` (its stored config validated, nothing run
+    from the file). The file takes clips ``(N, 3, T, H, W)`` of any batch size ``N`` and holds
+    the metadata a runtime needs (:class:`rnlvideo.deploy.ExportMetadata`). Before it is written,
+    it is loaded back and run at batch 1 and 3 (onnxruntime / ``torch.export.load``) on the same
+    clips as the eager model; a logit differing by more than ``tolerance`` refuses the file.
+
+    Args:
+        checkpoint_or_model: a checkpoint path or a model from :func:`load_model`.
+        path: the file to write (``.onnx`` or ``.pt2``).
+        format: ``"onnx"`` or ``"torch_export"`` (None: from ``path``'s suffix).
+        overrides, trust_code: as for :func:`evaluate` (``protocol=2x3`` changes the protocol
+            stored for the runtime).
+        tolerance: the largest absolute logit difference accepted (fp32).
+
+    Returns:
+        The :class:`rnlvideo.deploy.ExportReport` (the measured differences per batch size).
+
+    Raises:
+        ExportError: the model does not export exactly; nothing is written, the message names
+            the part that fails.
+    """
+    trained = _as_trained(checkpoint_or_model, overrides, trust_code)
+    return export_model(
+        trained.model,
+        path,
+        format,
+        metadata_for(trained.cfg, trained.class_names),
+        slowfast_alpha=trained.cfg.data.get("slowfast_alpha"),
+        tolerance=tolerance,
+    )
 
 
 def build_model_from_config(

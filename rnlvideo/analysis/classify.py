@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +42,27 @@ def classify_video(
     clips = with_pathways(views.unsqueeze(0), cfg.data.get("slowfast_alpha"))
     clips = [c.to(device) for c in clips] if isinstance(clips, list) else clips.to(device)
     model.eval().to(device)
-    scores = view_scores(model, clips, cfg.eval.softmax)[0].cpu()
-    probabilities = scores if cfg.eval.softmax else scores.softmax(dim=0)
-    names = trained.class_names
+    ranked = rank_classes(model, clips, trained.class_names, topk, cfg.eval.softmax)
+    return ranked, views.shape[0]
+
+
+@torch.no_grad()
+def rank_classes(
+    model: Callable[..., torch.Tensor],
+    clips: torch.Tensor | list[torch.Tensor],
+    names: Sequence[str],
+    topk: int,
+    softmax: bool,
+) -> list[ClassScore]:
+    """The ``topk`` most probable classes of one video's views, best first.
+
+    ``clips``: ``(1, V, C, T, H, W)`` (or SlowFast's pair of them); ``model``: any callable from
+    clips to logits. ``softmax``: average the views' probabilities instead of their logits.
+    """
+    scores = view_scores(model, clips, softmax)[0].cpu()
+    probabilities = scores if softmax else scores.softmax(dim=0)
     top = probabilities.topk(min(topk, scores.numel()))
-    ranked = [
+    return [
         ClassScore(index, names[index], probability)
         for index, probability in zip(top.indices.tolist(), top.values.tolist(), strict=True)
     ]
-    return ranked, views.shape[0]

@@ -1,0 +1,198 @@
+"""Export a model to a file, checked against the eager model before the file is written.
+
+The model is captured once with a dynamic batch axis (:func:`rnlvideo.deploy.formats.capture`),
+converted to the format, written to a temporary file beside the target with its metadata, and
+loaded back and run at batch 1 and batch 3 (onnxruntime for ONNX, ``torch.export.load`` for
+``.pt2``) on the same clips as the eager model. Only when every logit is within the tolerance
+is the file renamed to its name; otherwise nothing is written and :class:`ExportError` names the
+part that fails (:func:`rnlvideo.deploy.checks.locate_failure`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rnlvideo.data.pathways import slowfast_pathways
+from rnlvideo.deploy.checks import (
+    CHECK_BATCHES,
+    EXAMPLE_BATCH,
+    TOLERANCE,
+    check_clips,
+    error_summary,
+    largest_difference,
+    locate_failure,
+    part_failure,
+)
+from rnlvideo.deploy.formats import (
+    DEPLOY_INSTALL_HINT,
+    ExportError,
+    capture,
+    format_for,
+    missing_modules,
+)
+from rnlvideo.deploy.metadata import ExportMetadata
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_model` wrote and measured.
+
+    ``differences``: the largest absolute logit difference between the file's model and the
+    eager model, per batch size checked; ``runtime``: what ran the file.
+    """
+
+    path: Path
+    format: str
+    runtime: str
+    differences: dict[int, float]
+    tolerance: float
+    metadata: ExportMetadata
+    seconds: float
+
+
+class SingleClipInput(nn.Module):
+    """A two-pathway (SlowFast) model fed one clip ``(N, 3, T, H, W)``: its ``[slow, fast]``
+    input is made inside the graph, exactly as the data option ``data.slowfast_alpha`` makes it
+    (:func:`rnlvideo.data.pathways.slowfast_pathways`). Output: the model's."""
+
+    def __init__(self, model: nn.Module, slowfast_alpha: int) -> None:
+        super().__init__()
+        self.model = model
+        self.slowfast_alpha = slowfast_alpha
+
+    def forward(self, clips: Tensor) -> Tensor:
+        return self.model(slowfast_pathways(clips, self.slowfast_alpha))
+
+
+def deployable(model: nn.Module, slowfast_alpha: int | None = None) -> nn.Module:
+    """A copy of ``model`` on the CPU in eval mode, taking one clip ``(N, 3, T, H, W)``."""
+    module = copy.deepcopy(model).cpu().eval()
+    return SingleClipInput(module, slowfast_alpha).eval() if slowfast_alpha else module
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    format: str | None,
+    metadata: ExportMetadata,
+    slowfast_alpha: int | None = None,
+    tolerance: float = TOLERANCE,
+    locate: bool = True,
+) -> ExportReport:
+    """Export ``model`` to ``path``, check it against the eager model, then write the file.
+
+    Args:
+        model: takes ``(N, 3, T, H, W)`` clips (``[slow, fast]`` with ``slowfast_alpha``) and
+            returns ``(N, len(metadata.class_names))`` logits; it is copied, not changed.
+        path: the file to write; an existing file is replaced only by a checked export.
+        format: ``"onnx"`` or ``"torch_export"``; None: from ``path``'s suffix.
+        metadata: what the file says about itself (:func:`rnlvideo.deploy.metadata.metadata_for`).
+        slowfast_alpha: the model takes SlowFast's ``[slow, fast]`` pair; the file takes one clip.
+        tolerance: the largest absolute logit difference accepted.
+        locate: when the export fails, check the model's parts one by one to name the one that
+            fails (slow for big models).
+
+    Raises:
+        ExportError: the model cannot be exported or its export does not match; the file is
+            not written.
+        ImportError: the format's packages are not installed (the message says how).
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    export_format = format_for(format, path)
+    missing = missing_modules(export_format.requires)
+    if missing:
+        raise ImportError(
+            f"format={export_format.name} needs {', '.join(missing)}: {DEPLOY_INSTALL_HINT}"
+        )
+    module = deployable(model, slowfast_alpha)
+    clips = check_clips(metadata.input_shape, max(EXAMPLE_BATCH, *CHECK_BATCHES))
+    runs = {batch: (clips[:batch],) for batch in (EXAMPLE_BATCH, *CHECK_BATCHES)}
+    part_runs = [runs[EXAMPLE_BATCH], *(runs[b] for b in CHECK_BATCHES)]
+    what = f"{export_format.name} export of {metadata.model_name}"
+
+    def failure(message: str) -> ExportError:
+        if not locate:
+            return ExportError(f"{what}: {message}", part=None)
+        logger.info("%s: %s; locating the part that fails", what, message)
+        found = locate_failure(
+            module, part_runs, lambda part, r: part_failure(export_format, part, r, tolerance)
+        )
+        if found is None:
+            return ExportError(
+                f"{what}: {message}. No part of the model fails on its own: the difference "
+                f"builds up across the parts",
+                part="",
+            )
+        name, reason = found
+        kind = type(module.get_submodule(name)).__name__
+        return ExportError(
+            f"{what}: {message}. The part that fails: {name} ({kind}): {reason}", part=name
+        )
+
+    _check_output_shape(module, runs[1][0], metadata)
+    try:
+        program = capture(module, runs[EXAMPLE_BATCH])
+    except Exception as error:  # noqa: BLE001 - reported with the part that fails
+        reason = f"torch.export could not capture the model ({error_summary(error)})"
+        raise failure(reason) from error
+    try:
+        converted = export_format.convert(
+            program, runs[EXAMPLE_BATCH], [metadata.input_name], [metadata.output_name]
+        )
+    except Exception as error:  # noqa: BLE001
+        raise failure(
+            f"the {export_format.name} conversion failed ({error_summary(error)})"
+        ) from error
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        export_format.save(converted, partial, metadata)
+        runner = export_format.load(partial)
+        differences = {b: largest_difference(runner, module, runs[b]) for b in CHECK_BATCHES}
+        measured = ", ".join(f"{d:.3g} at batch {b}" for b, d in differences.items())
+        if not all(d <= tolerance for d in differences.values()):
+            error = failure(
+                f"the exported model's logits differ from the eager model's by {measured} "
+                f"(tolerance {tolerance:g}); the file was not written"
+            )
+            error.differences = differences
+            raise error
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    logger.info("%s: largest logit difference %s; wrote %s", what, measured, path)
+    return ExportReport(
+        path=path,
+        format=export_format.name,
+        runtime=export_format.runtime,
+        differences=differences,
+        tolerance=tolerance,
+        metadata=metadata,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _check_output_shape(module: nn.Module, clips: Tensor, metadata: ExportMetadata) -> None:
+    with torch.no_grad():
+        output: Any = module(clips)
+    expected = (clips.shape[0], metadata.num_classes)
+    if not isinstance(output, Tensor) or tuple(output.shape) != expected:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ExportError(
+            f"the model's output for clips {tuple(clips.shape)} is {shape}, expected logits "
+            f"{expected} (one per class name)",
+            part="",
+        )

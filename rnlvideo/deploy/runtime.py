@@ -1,0 +1,150 @@
+"""Running an exported ONNX file with onnxruntime: clips to logits, and one video to classes.
+
+A video becomes clips exactly as for the checkpoint the file came from
+(:func:`rnlvideo.analysis.single_video.video_views` with the sampling, sizes and protocol stored
+in the file's metadata), and the views' scores are averaged and ranked by the same code
+(:func:`rnlvideo.analysis.classify.rank_classes`). Nothing in the file chooses code to run:
+onnxruntime executes the graph's standard ONNX operators, and the metadata is checked
+(:mod:`rnlvideo.deploy.metadata`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rnlvideo.analysis.classify import ClassScore, rank_classes
+from rnlvideo.analysis.single_video import video_views
+from rnlvideo.config import PROTOCOL_PRESETS
+from rnlvideo.deploy.formats import onnx_session
+from rnlvideo.deploy.metadata import ExportMetadata, MetadataError, metadata_from_mapping
+from rnlvideo.engine.evaluation import protocol_crop_size, resolve_sampling
+
+PROTOCOL_KEYS = ("clips", "crops", "sampling", "crop_size")
+
+
+class ExportedClassifier:
+    """An exported ONNX model run with onnxruntime on the CPU.
+
+    ``metadata``: the file's :class:`ExportMetadata`; calling it maps float32 clips
+    ``(N, 3, T, S, S)`` to ``(N, num_classes)`` logits, any ``N``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"exported model not found: {self.path}")
+        self.session = onnx_session(str(self.path))
+        self.metadata = metadata_from_mapping(
+            self.session.get_modelmeta().custom_metadata_map, self.path, encoded=True
+        )
+        inputs = self.session.get_inputs()
+        expected = list(self.metadata.input_shape(1)[1:])
+        if (
+            len(inputs) != 1
+            or inputs[0].name != self.metadata.input_name
+            or list(inputs[0].shape[1:]) != expected
+        ):
+            found = [(i.name, i.shape) for i in inputs]
+            raise MetadataError(
+                f"{self.path}: the graph's inputs {found} are not the metadata's "
+                f"{self.metadata.input_name} {self.metadata.input_layout} = [batch, *{expected}]"
+            )
+
+    def __call__(self, clips: Tensor) -> Tensor:
+        if tuple(clips.shape[1:]) != self.metadata.input_shape(1)[1:]:
+            raise ValueError(
+                f"{self.path} takes clips {self.metadata.input_layout} = "
+                f"(N, *{self.metadata.input_shape(1)[1:]}), got {tuple(clips.shape)}"
+            )
+        feeds = {self.metadata.input_name: clips.detach().float().cpu().numpy()}
+        (logits,) = self.session.run([self.metadata.output_name], feeds)
+        return torch.from_numpy(logits)
+
+
+def _protocol_value(key: str, text: str) -> Any:
+    if key == "sampling":
+        return text
+    if key == "crop_size" and text in ("null", "None"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"protocol.{key}={text!r}: expected an integer") from None
+
+
+def exported_protocol(metadata: ExportMetadata, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The test protocol for an exported model: the stored one, changed by ``overrides``.
+
+    ``overrides``: ``protocol=NAME`` (``1x1``, ``2x3``, ``10x3``) and
+    ``protocol.clips|crops|sampling|crop_size=VALUE``, as for a checkpoint. The crops must
+    have the exported crop size (``H = W`` of the file's input).
+
+    Raises:
+        ValueError: any other override, a value out of range, or another crop size.
+    """
+    protocol = dict(metadata.protocol)
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key == "protocol" and value in PROTOCOL_PRESETS:
+            protocol = asdict(PROTOCOL_PRESETS[value])
+        elif key.removeprefix("protocol.") in PROTOCOL_KEYS and key.startswith("protocol."):
+            name = key.removeprefix("protocol.")
+            protocol[name] = _protocol_value(name, value)
+        else:
+            raise ValueError(
+                f"{override}: an exported model takes only protocol=NAME "
+                f"({', '.join(PROTOCOL_PRESETS)}) and protocol.clips|crops|sampling|crop_size="
+                f"VALUE; its data settings are fixed at export"
+            )
+    if protocol["clips"] < 1:
+        raise ValueError(f"protocol.clips={protocol['clips']}: expected a value >= 1")
+    resolve_sampling(protocol["sampling"], protocol["clips"], metadata.val_sampling)
+    size = protocol_crop_size(
+        protocol["crops"], metadata.crop_size, metadata.scale_size, protocol["crop_size"]
+    )
+    if size != metadata.crop_size:
+        raise ValueError(
+            f"this protocol crops {size}x{size} pixels but the exported model takes "
+            f"{metadata.crop_size}x{metadata.crop_size}: add protocol.crop_size="
+            f"{metadata.crop_size}, or export the checkpoint again with data.input_size={size}"
+        )
+    return protocol
+
+
+@torch.no_grad()
+def classify_exported(
+    model: str | Path | ExportedClassifier,
+    video: str | Path | Tensor,
+    topk: int = 5,
+    overrides: Sequence[str] = (),
+) -> tuple[list[ClassScore], int]:
+    """The ``topk`` most probable classes of ``video`` and the number of views.
+
+    ``model``: an exported ONNX file or its :class:`ExportedClassifier`; ``video``: a frame
+    folder, a video file or uint8 frames ``(num_frames, 3, H, W)``; ``overrides``: see
+    :func:`exported_protocol`.
+    """
+    classifier = model if isinstance(model, ExportedClassifier) else ExportedClassifier(model)
+    metadata = classifier.metadata
+    protocol = exported_protocol(metadata, overrides)
+    views = video_views(
+        video,
+        num_segments=metadata.num_segments,
+        input_size=metadata.crop_size,
+        scale_size=metadata.scale_size,
+        clips=protocol["clips"],
+        crops=protocol["crops"],
+        sampling=protocol["sampling"],
+        crop_size=protocol["crop_size"],
+        val_sampling=metadata.val_sampling,
+    )
+    ranked = rank_classes(
+        classifier, views.unsqueeze(0), metadata.class_names, topk, metadata.softmax
+    )
+    return ranked, views.shape[0]

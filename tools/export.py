@@ -1,0 +1,73 @@
+"""Export a checkpoint for deployment, checked against the eager model.
+
+    python tools/export.py ckpt=outputs/demo/last.pt format=onnx out=demo.onnx
+    python tools/export.py ckpt=outputs/demo/last.pt format=torch_export out=demo.pt2
+    python tools/export.py ckpt=PATH out=model.onnx protocol=2x3 protocol.crop_size=224
+
+The model is rebuilt from the checkpoint as by tools/test.py (its stored config validated,
+nothing run from the file; ``--trust-code`` as there) and exported with a dynamic batch axis:
+``onnx`` with the current ONNX exporter (torch.onnx, dynamo), ``torch_export`` as a ``.pt2``
+program (``format`` defaults to the suffix of ``out``). The file is then loaded back and run at
+batch 1 and batch 3 (onnxruntime / torch.export.load) on the same clips as the eager model; it
+is written only if no logit differs by more than ``tolerance`` (default 1e-4). The measured
+differences are printed either way. Other ``key=value`` arguments change keys of the stored
+config (e.g. ``protocol=...``, stored in the file's metadata for the runtime). Exits with 2
+when the checkpoint is refused, 3 when the export fails or does not match (nothing written).
+This is a thin wrapper over :func:`rnlvideo.export`.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import rnlvideo  # noqa: E402
+from rnlvideo.analysis.tool_args import TRUST_FLAG, split_tool_args  # noqa: E402
+from rnlvideo.checkpoint import CheckpointError  # noqa: E402
+from rnlvideo.config import ConfigError  # noqa: E402
+from rnlvideo.deploy import TOLERANCE, ExportError, ExportReport  # noqa: E402
+
+logger = logging.getLogger("export")
+USAGE = (
+    "usage: python tools/export.py ckpt=PATH out=FILE [format=onnx|torch_export] "
+    "[tolerance=1e-4] [--trust-code] [key=value ...]"
+)
+EXPORT_FAILED = 3
+
+
+def main(argv: list[str]) -> ExportReport:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    for chatty in ("onnx_ir", "onnxscript", "torch"):  # per-pass INFO lines of the exporters
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    own, overrides = split_tool_args(argv, ("ckpt", "out", "format", "tolerance"))
+    if "ckpt" not in own or "out" not in own:
+        sys.exit(USAGE)
+    try:
+        report = rnlvideo.export(
+            own["ckpt"],
+            own["out"],
+            format=own.get("format"),
+            overrides=overrides,
+            trust_code=TRUST_FLAG in own,
+            tolerance=float(own.get("tolerance", TOLERANCE)),
+        )
+    except ExportError as err:
+        for batch, difference in err.differences.items():
+            print(f"batch {batch}: largest |logit difference| {difference:.3g}")
+        logger.error("%s", err)
+        sys.exit(EXPORT_FAILED)
+    except (CheckpointError, ConfigError, FileNotFoundError, ImportError, ValueError) as err:
+        logger.error("%s", err)
+        sys.exit(2)
+    for batch, difference in report.differences.items():
+        print(f"batch {batch}: largest |logit difference| {difference:.3g}")
+    print(
+        f"{report.format} export checked with {report.runtime} (tolerance "
+        f"{report.tolerance:g}) in {report.seconds:.1f} s: wrote {report.path}"
+    )
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
