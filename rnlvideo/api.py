@@ -270,7 +270,8 @@ def export(
     from the file). The file takes clips ``(N, 3, T, H, W)`` of any batch size ``N`` and holds
     the metadata a runtime needs (:class:`rnlvideo.deploy.ExportMetadata`). Before it is written,
     it is loaded back and run at batch 1 and 3 (onnxruntime / ``torch.export.load``) on the same
-    clips as the eager model; a logit differing by more than ``tolerance`` refuses the file.
+    clips as the eager model; a logit differing by more than ``tolerance * max(1, largest
+    |logit|)`` refuses the file (:class:`rnlvideo.deploy.checks.Comparison`).
 
     Args:
         checkpoint_or_model: a checkpoint path or a model from :func:`load_model`.
@@ -278,7 +279,8 @@ def export(
         format: ``"onnx"`` or ``"torch_export"`` (None: from ``path``'s suffix).
         overrides, trust_code: as for :func:`evaluate` (``protocol=2x3`` changes the protocol
             stored for the runtime).
-        tolerance: the largest absolute logit difference accepted (fp32).
+        tolerance: the largest logit difference accepted, per unit of the largest |logit|
+            (at least 1).
 
     Returns:
         The :class:`rnlvideo.deploy.ExportReport` (the measured differences per batch size).

@@ -9,10 +9,11 @@ nothing run from the file; ``--trust-code`` as there) and exported with a dynami
 ``onnx`` with the current ONNX exporter (torch.onnx, dynamo), ``torch_export`` as a ``.pt2``
 program (``format`` defaults to the suffix of ``out``). The file is then loaded back and run at
 batch 1 and batch 3 (onnxruntime / torch.export.load) on the same clips as the eager model; it
-is written only if no logit differs by more than ``tolerance`` (default 1e-4). The measured
-differences are printed either way. Other ``key=value`` arguments change keys of the stored
-config (e.g. ``protocol=...``, stored in the file's metadata for the runtime). Exits with 2
-when the checkpoint is refused, 3 when the export fails or does not match (nothing written).
+is written only if no logit differs by more than ``tolerance`` (default 1e-4) times the largest
+|logit| (at least 1). The measured differences are printed either way. Other ``key=value``
+arguments change keys of the stored config (e.g. ``protocol=...``, stored in the file's metadata
+for the runtime). Exits with 2 when the checkpoint is refused, 3 when the export fails or does
+not match (nothing written).
 This is a thin wrapper over :func:`rnlvideo.export`.
 """
 
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> ExportReport:
     own, overrides = split_tool_args(argv, ("ckpt", "out", "format", "tolerance"))
     if "ckpt" not in own or "out" not in own:
         sys.exit(USAGE)
+    tolerance = float(own.get("tolerance", TOLERANCE))
     try:
         report = rnlvideo.export(
             own["ckpt"],
@@ -50,21 +52,21 @@ def main(argv: list[str]) -> ExportReport:
             format=own.get("format"),
             overrides=overrides,
             trust_code=TRUST_FLAG in own,
-            tolerance=float(own.get("tolerance", TOLERANCE)),
+            tolerance=tolerance,
         )
     except ExportError as err:
-        for batch, difference in err.differences.items():
-            print(f"batch {batch}: largest |logit difference| {difference:.3g}")
+        for comparison in err.comparisons:
+            print(comparison.describe(tolerance))
         logger.error("%s", err)
         sys.exit(EXPORT_FAILED)
     except (CheckpointError, ConfigError, FileNotFoundError, ImportError, ValueError) as err:
         logger.error("%s", err)
         sys.exit(2)
-    for batch, difference in report.differences.items():
-        print(f"batch {batch}: largest |logit difference| {difference:.3g}")
+    for comparison in report.comparisons:
+        print(comparison.describe(tolerance))
     print(
         f"{report.format} export checked with {report.runtime} (tolerance "
-        f"{report.tolerance:g}) in {report.seconds:.1f} s: wrote {report.path}"
+        f"{report.tolerance:g} x max(1, |logit|)) in {report.seconds:.1f} s: wrote {report.path}"
     )
     return report
 

@@ -4,8 +4,9 @@ The model is captured once with a dynamic batch axis (:func:`rnlvideo.deploy.for
 converted to the format, written to a temporary file beside the target with its metadata, and
 loaded back and run at batch 1 and batch 3 (onnxruntime for ONNX, ``torch.export.load`` for
 ``.pt2``) on the same clips as the eager model. Only when every logit is within the tolerance
-is the file renamed to its name; otherwise nothing is written and :class:`ExportError` names the
-part that fails (:func:`rnlvideo.deploy.checks.locate_failure`).
+(:class:`rnlvideo.deploy.checks.Comparison`) is the file renamed to its name; otherwise nothing
+is written and :class:`ExportError` names the part that fails
+(:func:`rnlvideo.deploy.checks.locate_failure`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from rnlvideo.deploy.checks import (
     CHECK_BATCHES,
     EXAMPLE_BATCH,
     TOLERANCE,
+    Comparison,
     check_clips,
+    compare,
     error_summary,
-    largest_difference,
     locate_failure,
     part_failure,
 )
@@ -48,17 +50,22 @@ logger = logging.getLogger(__name__)
 class ExportReport:
     """What :func:`export_model` wrote and measured.
 
-    ``differences``: the largest absolute logit difference between the file's model and the
-    eager model, per batch size checked; ``runtime``: what ran the file.
+    ``comparisons``: the file's logits against the eager model's, one per batch size checked;
+    ``runtime``: what ran the file.
     """
 
     path: Path
     format: str
     runtime: str
-    differences: dict[int, float]
+    comparisons: list[Comparison]
     tolerance: float
     metadata: ExportMetadata
     seconds: float
+
+    @property
+    def differences(self) -> dict[int, float]:
+        """The largest absolute logit difference per batch size."""
+        return {c.batch: c.difference for c in self.comparisons}
 
 
 class SingleClipInput(nn.Module):
@@ -99,7 +106,7 @@ def export_model(
         format: ``"onnx"`` or ``"torch_export"``; None: from ``path``'s suffix.
         metadata: what the file says about itself (:func:`rnlvideo.deploy.metadata.metadata_for`).
         slowfast_alpha: the model takes SlowFast's ``[slow, fast]`` pair; the file takes one clip.
-        tolerance: the largest absolute logit difference accepted.
+        tolerance: a logit may differ by ``tolerance * max(1, largest |eager logit|)``.
         locate: when the export fails, check the model's parts one by one to name the one that
             fails (slow for big models).
 
@@ -119,7 +126,9 @@ def export_model(
     module = deployable(model, slowfast_alpha)
     clips = check_clips(metadata.input_shape, max(EXAMPLE_BATCH, *CHECK_BATCHES))
     runs = {batch: (clips[:batch],) for batch in (EXAMPLE_BATCH, *CHECK_BATCHES)}
-    part_runs = [runs[EXAMPLE_BATCH], *(runs[b] for b in CHECK_BATCHES)]
+    # A part is checked at a batch above the captured one only: its batch axis may be a multiple
+    # of the clips' (N*T frames), which torch.export, left to infer it, keeps above N = 1.
+    part_runs = [runs[EXAMPLE_BATCH], runs[max(CHECK_BATCHES)]]
     what = f"{export_format.name} export of {metadata.model_name}"
 
     def failure(message: str) -> ExportError:
@@ -161,24 +170,24 @@ def export_model(
     try:
         export_format.save(converted, partial, metadata)
         runner = export_format.load(partial)
-        differences = {b: largest_difference(runner, module, runs[b]) for b in CHECK_BATCHES}
-        measured = ", ".join(f"{d:.3g} at batch {b}" for b, d in differences.items())
-        if not all(d <= tolerance for d in differences.values()):
+        comparisons = [compare(runner, module, runs[b]) for b in CHECK_BATCHES]
+        measured = "; ".join(c.describe(tolerance) for c in comparisons)
+        if not all(c.within(tolerance) for c in comparisons):
             error = failure(
-                f"the exported model's logits differ from the eager model's by {measured} "
-                f"(tolerance {tolerance:g}); the file was not written"
+                f"the exported model's logits differ from the eager model's: {measured} "
+                f"(tolerance {tolerance:g} x max(1, |logit|)); the file was not written"
             )
-            error.differences = differences
+            error.comparisons = comparisons
             raise error
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    logger.info("%s: largest logit difference %s; wrote %s", what, measured, path)
+    logger.info("%s: %s; wrote %s", what, measured, path)
     return ExportReport(
         path=path,
         format=export_format.name,
         runtime=export_format.runtime,
-        differences=differences,
+        comparisons=comparisons,
         tolerance=tolerance,
         metadata=metadata,
         seconds=time.perf_counter() - started,

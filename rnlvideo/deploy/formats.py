@@ -15,7 +15,7 @@ model is checked on its own (:mod:`rnlvideo.deploy.checks`).
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import zipfile
 from collections.abc import Callable, Sequence
@@ -40,22 +40,28 @@ DEPLOY_INSTALL_HINT = (
 class ExportError(RuntimeError):
     """A model cannot be exported exactly; the message names the part that failed and why.
 
-    ``part``: the qualified module name of the failing part ("" for the whole model);
-    ``differences``: the largest absolute logit difference per checked batch size, when the
-    export ran but did not match the eager model.
+    ``part``: the qualified module name of the failing part ("" for the whole model, None when
+    it was not looked for); ``comparisons``: the checked batches
+    (:class:`rnlvideo.deploy.checks.Comparison`), when the export ran but did not match.
     """
 
     def __init__(
-        self, message: str, part: str | None = None, differences: dict[int, float] | None = None
+        self, message: str, part: str | None = None, comparisons: Sequence[Any] = ()
     ) -> None:
         super().__init__(message)
         self.part = part
-        self.differences = differences or {}
+        self.comparisons = list(comparisons)
 
 
 def missing_modules(names: Sequence[str]) -> list[str]:
-    """Those of the Python modules ``names`` that are not installed."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
+    """Those of the Python modules ``names`` that cannot be imported."""
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def capture(module: nn.Module, args: tuple[Any, ...], batch: Any = None) -> ExportedProgram:

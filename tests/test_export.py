@@ -1,0 +1,367 @@
+"""Exports to ONNX and torch.export: exact at every batch size, metadata, refusals, predict.py.
+
+The models are tiny (ResNet-18 at 32x32) but have random weights in which every part matters
+(:func:`tools.benchmark_inference.make_nondegenerate`): the non-local blocks and channel gates
+are not the identity and the logits are a few units, so a wrong export cannot pass the check.
+An ONNX export takes tens of seconds on 2 cores, so there are two, shared by the tests: the
+8-segment model with every non-local variant, and 16 segments. Both start from the same
+torch.export capture as a ``.pt2``; the ``.pt2`` format itself is tested at 8 segments and on
+the pytorchvideo models.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import pytest
+import torch
+from torch import Tensor, nn
+
+import rnlvideo
+from rnlvideo.config import UntrustedTargetError
+from rnlvideo.data.pathways import with_pathways
+from rnlvideo.deploy import (
+    TOLERANCE,
+    ExportedClassifier,
+    ExportError,
+    ExportMetadata,
+    MetadataError,
+    export_model,
+    metadata_for,
+    read_metadata,
+)
+from rnlvideo.deploy.checks import Comparison, check_clips
+from rnlvideo.deploy.formats import PT2_METADATA_FILE
+from rnlvideo.models import ChannelGate, NLBlock, RNLBlock
+from tests.conftest import tiny_run_overrides
+from tests.test_trust import crafted
+from tools import export as export_tool
+from tools import predict as predict_tool
+from tools.benchmark_inference import random_checkpoint
+
+EVERY_VARIANT = (
+    "placement.blocks=[{stage:layer2,block:0,kind:'cg+rnl',kernel_size:[3,7,7]},"
+    "{stage:layer2,block:1,kind:rnl,kernel_size:[3,3,3]},{stage:layer3,block:0,kind:nl},"
+    "{stage:layer3,block:1,kind:rnl,kernel_size:[1,1,1]},{stage:layer4,block:0,kind:cg}]"
+)
+SUFFIXES = {"onnx": ".onnx", "torch_export": ".pt2"}
+
+
+def tiny_checkpoint(dataset: Path, directory: Path, *extra: str) -> Path:
+    return random_checkpoint(tiny_run_overrides(dataset, directory, *extra), directory, seed=0)
+
+
+def export_checked(checkpoint: Path | nn.Module, path: Path) -> Path:
+    report = rnlvideo.export(checkpoint, path)
+    assert [c.batch for c in report.comparisons] == [1, 3]
+    assert all(c.within(TOLERANCE) for c in report.comparisons)
+    return report.path
+
+
+@pytest.fixture(scope="module")
+def checkpoint_8f(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 segments, every non-local variant: RNL 3x7x7 (after a channel gate), 3x3x3, 1x1x1,
+    NL, and a channel gate alone."""
+    directory = tmp_path_factory.mktemp("export_8f")
+    return tiny_checkpoint(tiny_dataset, directory, "data.num_segments=8", EVERY_VARIANT)
+
+
+@pytest.fixture(scope="module")
+def exports_8f(checkpoint_8f: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("exported_8f")
+    return {f: export_checked(checkpoint_8f, directory / f"model{s}") for f, s in SUFFIXES.items()}
+
+
+@pytest.fixture(scope="module")
+def model_16f(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
+    """16 segments, the demo's blocks (channel gate + 3x7x7 RNL, 3x3x3 RNL)."""
+    directory = tmp_path_factory.mktemp("export_16f")
+    return rnlvideo.load_model(tiny_checkpoint(tiny_dataset, directory, "data.num_segments=16"))
+
+
+@pytest.fixture(scope="module")
+def onnx_16f(model_16f: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_checked(model_16f, tmp_path_factory.mktemp("exported_16f") / "model.onnx")
+
+
+@functools.cache
+def runner_for(path: Path) -> Callable[[Tensor], Tensor]:
+    """The exported file run the way a user runs it: onnxruntime, or torch.export.load."""
+    if path.suffix == ".onnx":
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda clips: torch.from_numpy(session.run(["logits"], {"clips": clips.numpy()})[0])
+    module = torch.export.load(path).module()
+    return torch.no_grad()(module)
+
+
+def run_file(path: Path, clips: Tensor) -> Tensor:
+    return runner_for(path)(clips)
+
+
+def within_tolerance(path: Path, model: nn.Module, batch: int) -> bool:
+    """The file's logits against the eager model's on other clips than the export checked."""
+    clips = check_clips(read_metadata(path).input_shape, batch, seed=7)
+    with torch.no_grad():
+        expected = model(clips)
+    got = run_file(path, clips)
+    assert got.shape == expected.shape == (batch, len(model.class_names))
+    return Comparison(
+        batch, (got - expected).abs().max().item(), expected.abs().max().item()
+    ).within(TOLERANCE)
+
+
+def test_the_test_model_has_every_block_variant_and_none_is_the_identity(checkpoint_8f: Path):
+    model = rnlvideo.load_model(checkpoint_8f)
+    blocks = {
+        n: m for n, m in model.named_modules() if isinstance(m, RNLBlock | NLBlock | ChannelGate)
+    }
+    kernels = sorted(m.kernel_size for m in blocks.values() if isinstance(m, RNLBlock))
+    assert kernels == [(1, 1, 1), (3, 3, 3), (3, 7, 7)]
+    assert sum(isinstance(m, NLBlock) for m in blocks.values()) == 1
+    assert sum(isinstance(m, ChannelGate) for m in blocks.values()) == 2
+    clips = check_clips(lambda n: (n, 3, 8, 32, 32), 2)
+    changes = {}
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, n=n: changes.__setitem__(n, (o - i[0]).abs().max()))
+        for n, m in blocks.items()
+    ]
+    with torch.no_grad():
+        logits = model(clips)
+    for hook in hooks:
+        hook.remove()
+    assert all(change > 0.1 for change in changes.values()), changes
+    assert 1 < logits.std() < 20  # logits of a few units, as a trained classifier's
+
+
+@pytest.mark.parametrize("format", list(SUFFIXES))
+def test_one_file_runs_batch_1_2_and_3_as_the_eager_model(
+    checkpoint_8f: Path, exports_8f: dict[str, Path], format: str
+):
+    model = rnlvideo.load_model(checkpoint_8f)
+    for batch in (1, 2, 3, 5):
+        assert within_tolerance(exports_8f[format], model, batch)
+    if format == "onnx":
+        session = onnxruntime.InferenceSession(str(exports_8f[format]))
+        assert session.get_inputs()[0].shape == ["batch", 3, 8, 32, 32]
+        assert session.get_outputs()[0].shape == ["batch", 12]
+
+
+def test_16_segments(model_16f: nn.Module, onnx_16f: Path):
+    assert read_metadata(onnx_16f).num_segments == 16  # exported from a loaded model
+    for batch in (1, 2, 3):
+        assert within_tolerance(onnx_16f, model_16f, batch)
+
+
+@pytest.mark.parametrize("format", list(SUFFIXES))
+def test_the_metadata_round_trips(checkpoint_8f: Path, exports_8f: dict[str, Path], format: str):
+    model = rnlvideo.load_model(checkpoint_8f)
+    metadata = read_metadata(exports_8f[format])
+    assert metadata == metadata_for(model.cfg, model.class_names)
+    assert metadata.class_names == model.class_names and len(model.class_names) == 12
+    assert (metadata.num_segments, metadata.crop_size, metadata.scale_size) == (8, 32, 37)
+    assert metadata.input_layout == "(N, 3, T, H, W)"
+    assert metadata.sampling == "tsn_test"
+    assert metadata.protocol == {"clips": 1, "crops": 1, "sampling": "auto", "crop_size": None}
+    assert metadata.mean == [0.485, 0.456, 0.406] and metadata.std == [0.229, 0.224, 0.225]
+    assert metadata.rnlvideo_version == rnlvideo.__version__
+    assert metadata.git_commit == model_versions(checkpoint_8f)["git_commit"]
+
+
+def model_versions(checkpoint: Path) -> dict[str, str]:
+    return torch.load(checkpoint, weights_only=True)["versions"]
+
+
+def test_a_runtime_reads_the_onnx_metadata_without_rnlvideo(exports_8f: dict[str, Path]):
+    session = onnxruntime.InferenceSession(str(exports_8f["onnx"]))
+    props = session.get_modelmeta().custom_metadata_map
+    assert json.loads(props["class_names"])[0] == "class 0"
+    assert props["input_layout"] == "(N, 3, T, H, W)" and props["sampling"] == "tsn_test"
+    assert json.loads(props["num_segments"]) == 8 and json.loads(props["crop_size"]) == 32
+
+
+def test_bad_metadata_is_refused_naming_the_file_and_key(
+    exports_8f: dict[str, Path], tmp_path: Path
+):
+    proto = onnx.load(str(exports_8f["onnx"]))
+    for prop in proto.metadata_props:
+        if prop.key == "num_segments":
+            prop.value = "-8"
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    with pytest.raises(MetadataError, match=r"bad\.onnx: metadata num_segments=-8: expected"):
+        read_metadata(tmp_path / "bad.onnx")
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    with pytest.raises(MetadataError, match=r"bare\.onnx: not an rnlvideo export"):
+        ExportedClassifier(tmp_path / "bare.onnx")
+
+
+@pytest.mark.parametrize("protocol", [[], ["protocol=2x3", "protocol.crop_size=32"]])
+def test_predict_on_the_onnx_file_gives_the_checkpoints_top5(
+    checkpoint_8f: Path, exports_8f: dict[str, Path], tiny_dataset: Path, protocol, capsys
+):
+    video = f"input={tiny_dataset / 'frames' / '4'}"
+    from_checkpoint = predict_tool.main([f"ckpt={checkpoint_8f}", video, *protocol])
+    from_onnx = predict_tool.main([f"model={exports_8f['onnx']}", video, *protocol])
+    assert [e.index for e in from_onnx] == [e.index for e in from_checkpoint]
+    assert [e.name for e in from_onnx] == [e.name for e in from_checkpoint]
+    for a, b in zip(from_onnx, from_checkpoint, strict=True):
+        assert a.probability == pytest.approx(b.probability, abs=1e-5)
+    printed = capsys.readouterr().out.split(f"{tiny_dataset / 'frames' / '4'}:")
+    assert printed[1] == printed[2]  # the same lines
+
+
+def test_predict_refuses_crops_the_onnx_model_does_not_take(
+    exports_8f: dict[str, Path], tiny_dataset: Path, caplog
+):
+    with pytest.raises(SystemExit) as stop:
+        predict_tool.main(
+            [
+                f"model={exports_8f['onnx']}",
+                f"input={tiny_dataset / 'frames' / '4'}",
+                "protocol=2x3",
+            ]
+        )
+    assert stop.value.code == 2
+    assert "crops 37x37 pixels but the exported model takes 32x32" in caplog.text
+    assert "protocol.crop_size=32" in caplog.text
+
+
+def test_without_onnxruntime_the_tools_say_how_to_install_it(
+    checkpoint_8f: Path, exports_8f: dict[str, Path], tiny_dataset: Path, monkeypatch, caplog
+):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(SystemExit) as stop:
+        predict_tool.main([f"model={exports_8f['onnx']}", f"input={tiny_dataset / 'frames' / '4'}"])
+    assert stop.value.code == 2
+    assert "onnxruntime is not installed" in caplog.text and "[deploy]" in caplog.text
+    with pytest.raises(ImportError, match=r"format=onnx needs onnxruntime.*\[deploy\]"):
+        rnlvideo.export(checkpoint_8f, exports_8f["onnx"].with_name("unused.onnx"))
+
+
+def test_a_crafted_checkpoint_is_refused_by_export_as_by_load_model(
+    checkpoint_8f: Path, tmp_path: Path, caplog
+):
+    victim = tmp_path / "victim.txt"
+    bad = crafted(checkpoint_8f, tmp_path / "bad.pt", victim, legacy=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(UntrustedTargetError) as by_load_model:
+        rnlvideo.load_model(bad)
+    for format, suffix in SUFFIXES.items():
+        with pytest.raises(UntrustedTargetError) as by_export:
+            rnlvideo.export(bad, tmp_path / f"out{suffix}", format=format)
+        assert str(by_export.value) == str(by_load_model.value)
+        caplog.clear()
+        with pytest.raises(SystemExit) as stop:
+            export_tool.main([f"ckpt={bad}", f"out={tmp_path / f'out{suffix}'}"])
+        assert stop.value.code == 2
+        assert str(by_load_model.value) in caplog.text and "--trust-code" in caplog.text
+    assert not victim.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no export, no file at all
+
+
+class DataDependent(nn.Module):
+    """Branches on a value of its input: torch.export cannot capture it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if x.sum() > 0 else -x
+
+
+class DiffersWhenExported(nn.Module):
+    """Computes something else under export: a stand-in for a silently wrong exporter."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * 1.01 if torch.compiler.is_exporting() else x
+
+
+def model_with_part(checkpoint: Path, part: nn.Module) -> tuple[nn.Module, ExportMetadata]:
+    model = rnlvideo.load_model(checkpoint)
+    model.nonlocal_blocks["layer3_1"].append(part)
+    return model, metadata_for(model.cfg, model.class_names)
+
+
+def test_a_part_that_cannot_be_captured_is_named(checkpoint_8f: Path, tmp_path: Path):
+    model, metadata = model_with_part(checkpoint_8f, DataDependent())
+    with pytest.raises(ExportError) as failure:
+        export_model(model, tmp_path / "model.pt2", None, metadata)
+    assert failure.value.part == "nonlocal_blocks.layer3_1.1"
+    assert "torch.export could not capture the model" in str(failure.value)
+    assert "nonlocal_blocks.layer3_1.1 (DataDependent)" in str(failure.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_that_differs_is_refused_and_the_part_named(checkpoint_8f: Path, tmp_path: Path):
+    model, metadata = model_with_part(checkpoint_8f, DiffersWhenExported())
+    (tmp_path / "model.pt2").write_bytes(b"an earlier export")
+    with pytest.raises(ExportError) as failure:
+        export_model(model, tmp_path / "model.pt2", "torch_export", metadata)
+    error = failure.value
+    assert [c.batch for c in error.comparisons] == [1, 3]
+    assert not any(c.within(TOLERANCE) for c in error.comparisons)
+    assert all(c.difference < math.inf for c in error.comparisons)
+    assert error.comparisons[0].describe(TOLERANCE) in str(error)
+    assert "the file was not written" in str(error)
+    assert error.part == "nonlocal_blocks.layer3_1.1"
+    assert "(DiffersWhenExported): its export differs from eager" in str(error)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt2"]
+    assert (tmp_path / "model.pt2").read_bytes() == b"an earlier export"
+
+
+def test_the_tool_prints_the_measured_differences_of_a_refused_export(
+    checkpoint_8f: Path, tmp_path: Path, monkeypatch, capsys
+):
+    comparisons = [Comparison(1, 0.25, 2.0), Comparison(3, 0.5, 4.0)]
+
+    def refuse(*args, **kwargs):
+        raise ExportError("differs", part="head", comparisons=comparisons)
+
+    monkeypatch.setattr(rnlvideo, "export", refuse)
+    with pytest.raises(SystemExit) as stop:
+        export_tool.main([f"ckpt={checkpoint_8f}", f"out={tmp_path / 'm.onnx'}"])
+    assert stop.value.code == export_tool.EXPORT_FAILED
+    assert capsys.readouterr().out.splitlines() == [
+        "batch 1: largest |logit difference| 0.25 (largest |logit| 2, allowed 0.0002)",
+        "batch 3: largest |logit difference| 0.5 (largest |logit| 4, allowed 0.0004)",
+    ]
+
+
+def test_the_tool_exports_and_prints_the_check(checkpoint_8f: Path, tmp_path: Path, capsys):
+    report = export_tool.main([f"ckpt={checkpoint_8f}", f"out={tmp_path / 'model.pt2'}"])
+    assert report.format == "torch_export" and report.path.is_file()
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [c.describe(TOLERANCE) for c in report.comparisons]
+    assert f"wrote {tmp_path / 'model.pt2'}" in out[-1]
+    with zipfile.ZipFile(report.path) as archive:
+        assert any(name.endswith(f"extra/{PT2_METADATA_FILE}") for name in archive.namelist())
+
+
+@pytest.mark.parametrize("model", ["x3d_s", "slowfast_r50"])
+def test_the_pytorchvideo_baselines_export(model: str, tiny_dataset: Path, tmp_path: Path):
+    overrides = tiny_run_overrides(tiny_dataset, tmp_path, f"model={model}")
+    if model == "slowfast_r50":
+        overrides.append("data.num_segments=8")  # slow pathway: 8 / alpha 4 = 2 frames
+    checkpoint = random_checkpoint(overrides, tmp_path, seed=0)
+    report = rnlvideo.export(checkpoint, tmp_path / "model.pt2")
+    assert all(c.within(TOLERANCE) for c in report.comparisons)
+    eager = rnlvideo.load_model(checkpoint)
+    frames = read_metadata(report.path).num_segments
+    clips = check_clips(lambda n: (n, 3, frames, 32, 32), 2, seed=7)
+    with torch.no_grad():
+        expected = eager(with_pathways(clips, eager.cfg.data.slowfast_alpha))
+    difference = (run_file(report.path, clips) - expected).abs().max().item()
+    assert Comparison(2, difference, expected.abs().max().item()).within(TOLERANCE)
+
+
+def test_the_format_follows_the_suffix_or_is_named(checkpoint_8f: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match=r"model\.bin: give format= \(onnx or torch_export\)"):
+        rnlvideo.export(checkpoint_8f, tmp_path / "model.bin")
+    with pytest.raises(ValueError, match="format='tflite'"):
+        rnlvideo.export(checkpoint_8f, tmp_path / "model.onnx", format="tflite")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,255 @@
+"""Inference: how exact the exports are, and how fast eager, torch.compile and onnxruntime run.
+
+    python tools/benchmark_inference.py exactness                   # RNL-TSM-R50, 8 frames, 224
+    python tools/benchmark_inference.py exactness --ckpt outputs/rnl_sthv1/best.pt
+    python tools/benchmark_inference.py speed --batch 1 8 --repeats 3 --markdown
+    python tools/benchmark_inference.py speed --overrides +experiment=rnl_sthv1 data.num_segments=16
+
+``exactness`` exports a checkpoint with :func:`rnlvideo.export` to ONNX and to torch.export
+(``.pt2``) and prints the largest logit difference from the eager model that each export's
+check measured at batch 1 and 3 (fp32), with the export time, beside the difference between
+the eager model in fp32 and in fp64 on the same clips: how exact fp32 itself is. ``speed`` times the
+forward pass of the same model (fp32, CPU, no gradients) in eager mode, under
+``torch.compile`` (inductor, one compilation per batch size, its time reported apart) and as the
+exported ONNX file in onnxruntime (CPU provider), for each ``--batch``: clips per second and
+time per clip, the median of ``--repeats`` rounds in which the runtimes take turns (a changing
+background load falls on all alike), after one warm-up call each.
+
+Without ``--ckpt`` the model is RNL-TSM-R50 of ``+experiment=rnl_sthv1`` (``--overrides``
+changes it) with random weights that exercise every part (:func:`make_nondegenerate`: the
+zero-initialised non-local outputs and channel gate switched on, BatchNorm statistics of the
+random input, a classifier with logits of a few units), saved as a checkpoint in a temporary
+directory the way the trainer saves one. Nothing is downloaded.
+"""
+
+import argparse
+import copy
+import logging
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import rnlvideo  # noqa: E402
+from rnlvideo.checkpoint import checkpoint_metadata  # noqa: E402
+from rnlvideo.config import build_model, compose_config, portable_config  # noqa: E402
+from rnlvideo.data.pathways import with_pathways  # noqa: E402
+from rnlvideo.deploy import ExportedClassifier, ExportError, metadata_for  # noqa: E402
+from rnlvideo.deploy.checks import CHECK_BATCHES, check_clips  # noqa: E402
+from rnlvideo.deploy.exporting import deployable  # noqa: E402
+from rnlvideo.files import save_atomic  # noqa: E402
+from rnlvideo.models import ChannelGate  # noqa: E402
+
+DEFAULT_OVERRIDES = ["+experiment=rnl_sthv1"]
+RUNTIMES = ("eager", "compile", "onnxruntime")
+LOGIT_STD = 3.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("exactness", "export to ONNX and .pt2; the measured logit differences"),
+        ("speed", "clips/s of eager, torch.compile and onnxruntime"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--ckpt", type=Path, help="a checkpoint (default: random weights)")
+        command.add_argument(
+            "--overrides", nargs="*", default=DEFAULT_OVERRIDES, help="the model without --ckpt"
+        )
+        command.add_argument("--out", type=Path, help="directory of the exported files")
+        command.add_argument("--seed", type=int, default=0)
+    speed = commands.choices["speed"]
+    speed.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="clips per call")
+    speed.add_argument("--repeats", type=int, default=3, help="timed rounds")
+    speed.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
+    speed.add_argument("--markdown", action="store_true", help="print a markdown table")
+    return parser.parse_args(argv)
+
+
+@torch.no_grad()
+def make_nondegenerate(model: nn.Module, batches: Sequence[Any], seed: int = 0) -> nn.Module:
+    """Give a freshly built model random weights in which every part matters.
+
+    A new model's non-local blocks and channel gates are the identity (their output BatchNorm /
+    last Linear start at zero) and its classifier gives logits near zero, so an export that
+    got them wrong would still match. Here every BatchNorm gets a random affine transform
+    (weight in [0.5, 1.5], bias N(0, 0.1)), and the 2-D / 3-D ones the statistics of their
+    input over ``batches`` (model inputs, e.g. 4 batches of 2 clips ``(2, 3, T, H, W)``;
+    averaged over the batches, measured in train mode), so that activations keep the scale of
+    a trained network. Some channels are nearly constant within a clip (a random non-local
+    block attends almost uniformly), so their statistics need several clips. A BatchNorm1d
+    (one value per clip) keeps mean 0 and variance 1. The channel gates' last Linear is
+    initialised like any Linear, and the classifier (the last Linear) gets normal weights
+    scaled to give logits of standard deviation 3 over ``batches``, as a trained classifier's.
+    Returns ``model`` in eval mode.
+    """
+    torch.manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    measured = [m for m in norms if not isinstance(m, nn.BatchNorm1d)]
+    for module in model.modules():
+        if isinstance(module, ChannelGate):
+            module.W_v2.reset_parameters()
+    for norm in norms:
+        nn.init.uniform_(norm.weight, 0.5, 1.5)
+        nn.init.normal_(norm.bias, std=0.1)
+        norm.reset_running_stats()
+    for norm in measured:
+        norm.momentum = None  # a cumulative average over the batches
+    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    nn.init.normal_(classifier.weight)
+    nn.init.zeros_(classifier.bias)
+    model.train()
+    for norm in set(norms) - set(measured):
+        norm.eval()
+    for batch in batches:
+        model(batch)
+    for norm in measured:
+        norm.momentum = 0.1
+    model.eval()
+    classifier.weight *= LOGIT_STD / torch.cat([model(batch) for batch in batches]).std()
+    return model
+
+
+def random_checkpoint(overrides: list[str], directory: Path, seed: int) -> Path:
+    """A checkpoint of the model of ``overrides`` with :func:`make_nondegenerate` weights
+    (BatchNorm statistics from 4 batches of 2 random clips)."""
+    cfg = compose_config([*overrides, "model.weights=null"])
+    torch.manual_seed(seed)
+    model = build_model(cfg, load_weights=False)
+    shape = (2, 3, cfg.data.num_segments, cfg.data.input_size, cfg.data.input_size)
+    generator = torch.Generator().manual_seed(seed)
+    batches = [torch.randn(shape, generator=generator) for _ in range(4)]
+    alpha = cfg.data.get("slowfast_alpha")
+    make_nondegenerate(model, [with_pathways(b, alpha) for b in batches], seed)
+    names = [f"class {i}" for i in range(cfg.data.num_classes)]
+    path = directory / "random.pt"
+    state = {"model": model.state_dict(), **checkpoint_metadata(portable_config(cfg), names)}
+    save_atomic(state, path)
+    return path
+
+
+def exactness(ckpt: Path, out: Path) -> None:
+    """Export ``ckpt`` to both formats; print what each export's check measured, beside how far
+    the eager fp32 model itself is from its fp64 logits on the same clips."""
+    trained = rnlvideo.load_model(ckpt)
+    metadata = metadata_for(trained.cfg, trained.class_names)
+    model = deployable(trained, trained.cfg.data.get("slowfast_alpha"))
+    clips = check_clips(metadata.input_shape, max(CHECK_BATCHES))  # the exports' check clips
+    print(
+        f"checkpoint {ckpt}: {metadata.model_name}, {metadata.num_segments} frames at "
+        f"{metadata.crop_size}"
+    )
+    print(
+        "| compared with eager fp32 | runtime | batch | largest abs. difference | "
+        "largest abs. logit | difference / max(1, logit) | export + check |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    with torch.no_grad():
+        reference = model(clips)
+        exact = copy.deepcopy(model).double()(clips.double())
+    for batch in CHECK_BATCHES:
+        difference = (exact[:batch] - reference[:batch]).abs().max().item()
+        scale = reference[:batch].abs().max().item()
+        print(
+            f"| eager fp64 | torch | {batch} | {difference:.2e} | {scale:.2f} | "
+            f"{difference / max(1.0, scale):.2e} | |"
+        )
+    for name, suffix in (("onnx", "onnx"), ("torch_export", "pt2")):
+        try:
+            report = rnlvideo.export(ckpt, out / f"model.{suffix}", format=name)
+            comparisons, runtime, seconds = report.comparisons, report.runtime, report.seconds
+        except ExportError as error:
+            comparisons, runtime, seconds = error.comparisons, "refused", math.nan
+            print(error)
+        for c in comparisons:
+            print(
+                f"| {name} | {runtime} | {c.batch} | {c.difference:.2e} | {c.scale:.2f} | "
+                f"{c.difference / max(1.0, c.scale):.2e} | {seconds:.0f} s |"
+            )
+
+
+def timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def speed(args: argparse.Namespace, ckpt: Path, out: Path) -> None:
+    trained = rnlvideo.load_model(ckpt)
+    cfg = trained.cfg
+    model = deployable(trained, cfg.data.get("slowfast_alpha"))
+    shape = (3, cfg.data.num_segments, cfg.data.input_size, cfg.data.input_size)
+    calls: dict[tuple[str, int], Callable[[], object]] = {}
+    setup: dict[tuple[str, int], float] = {}
+    onnx = None
+    if "onnxruntime" in args.runtimes:
+        report = rnlvideo.export(ckpt, out / "model.onnx", format="onnx")
+        onnx = ExportedClassifier(report.path)
+    for batch in args.batch:
+        clips = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(args.seed))
+        for runtime in args.runtimes:
+            if runtime == "eager":
+                calls[runtime, batch] = lambda c=clips: model(c)
+            elif runtime == "compile":
+                compiled = torch.compile(model, dynamic=False)
+                calls[runtime, batch] = lambda c=clips, m=compiled: m(c)
+            else:
+                calls[runtime, batch] = lambda c=clips: onnx(c)
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
+    with torch.inference_mode():
+        for key, call in calls.items():
+            setup[key] = timed(call)  # warm-up; torch.compile compiles here
+            print(f"warm-up {key[0]} batch {key[1]}: {setup[key]:.1f} s", flush=True)
+        for round_index in range(args.repeats):
+            for key, call in calls.items():
+                times[key].append(timed(call))
+            print(f"round {round_index + 1}/{args.repeats} done", flush=True)
+    rows = []
+    for (runtime, batch), measured in times.items():
+        median = statistics.median(measured)
+        rows.append((runtime, batch, batch / median, 1000 * median / batch, setup[runtime, batch]))
+    print(
+        f"{cfg.name}: {cfg.data.num_segments} frames at {cfg.data.input_size}, fp32, CPU, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats}"
+    )
+    if args.markdown:
+        print("| runtime | batch | clips/s | ms per clip | first call (s) |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            print(f"| {row[0]} | {row[1]} | {row[2]:.3f} | {row[3]:.0f} | {row[4]:.1f} |")
+    else:
+        for row in rows:
+            print(
+                f"{row[0]:12s} batch {row[1]:2d}: {row[2]:7.3f} clips/s, {row[3]:7.0f} ms/clip, "
+                f"first call {row[4]:.1f} s"
+            )
+
+
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch)
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt = args.ckpt or random_checkpoint(args.overrides, Path(scratch), args.seed)
+        if args.command == "exactness":
+            exactness(ckpt, out)
+        else:
+            speed(args, ckpt, out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
