@@ -7,6 +7,8 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (Path(__file__).parent / "rnlvideo" / "version.py").read_text()
 ).group(1)
 
+DEPLOY = ["onnxruntime>=1.31,<2", "onnx>=1.23,<2", "onnxscript>=0.7,<1"]
+
 # Ranges known to work; constraints.txt pins the exact versions the project is tested with.
 setup(
     name="rnlvideo",
@@ -34,6 +36,8 @@ setup(
     ],
     extras_require={
         "video": ["decord>=0.6"],
-        "dev": ["pytest>=8", "ruff>=0.6", "av>=12", "decord>=0.6"],
+        # Exporting (tools/export.py: onnx, onnxscript) and running ONNX files (onnxruntime)
+        "deploy": DEPLOY,
+        "dev": ["pytest>=8", "ruff>=0.6", "av>=12", "decord>=0.6", *DEPLOY],
     },
 )
