@@ -287,6 +287,13 @@ class DataDependent(nn.Module):
         return x if x.sum() > 0 else -x
 
 
+class BakesTheBatchSize(nn.Module):
+    """Reshapes with the batch size as a Python number: a graph for one batch size only."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(int(x.shape[0]), -1).reshape(x.shape)
+
+
 class DiffersWhenExported(nn.Module):
     """Computes something else under export: a stand-in for a silently wrong exporter."""
 
@@ -305,13 +312,16 @@ def model_with_part(checkpoint: Path, part: nn.Module) -> tuple[nn.Module, Expor
     return model.eval(), dataclasses.replace(metadata, num_segments=4)
 
 
-def test_a_part_that_cannot_be_captured_is_named(checkpoint_8f: Path, tmp_path: Path):
-    model, metadata = model_with_part(checkpoint_8f, DataDependent())
+@pytest.mark.parametrize("part", [DataDependent, BakesTheBatchSize])
+def test_a_part_that_cannot_be_captured_is_named(
+    checkpoint_8f: Path, tmp_path: Path, part: type[nn.Module]
+):
+    model, metadata = model_with_part(checkpoint_8f, part())
     with pytest.raises(ExportError) as failure:
         export_model(model, tmp_path / "model.pt2", None, metadata)
     assert failure.value.part == "nonlocal_blocks.layer1_0.1"
     assert "torch.export could not capture the model" in str(failure.value)
-    assert "nonlocal_blocks.layer1_0.1 (DataDependent)" in str(failure.value)
+    assert f"nonlocal_blocks.layer1_0.1 ({part.__name__})" in str(failure.value)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -3,8 +3,9 @@
 Every command of the README's code blocks that runs a tool reading configs (``tools/train.py``,
 ``torchrun ... tools/train.py``, the launch scripts, ``tools/flops.py``,
 ``tools/check_dataset.py``, ``tools/convert_official.py``) is composed with its overrides;
-the ``key=value`` arguments of the tools that evaluate a checkpoint (``tools/test.py``,
-``tools/predict.py``, ``tools/visualize_attention.py``) are applied to a stored config.
+the ``key=value`` arguments of the tools that evaluate or export a checkpoint
+(``tools/test.py``, ``tools/predict.py``, ``tools/visualize_attention.py``,
+``tools/export.py``) are applied to a stored config.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ COMPOSING = (
 )
 CHECKPOINT_TOOLS = {
     "tools/test.py": ("ckpt", "out"),
-    "tools/predict.py": ("ckpt", "input", "topk"),
+    "tools/predict.py": ("ckpt", "model", "input", "topk"),
+    "tools/export.py": ("ckpt", "out", "format", "tolerance"),
     "tools/visualize_attention.py": ("ckpt", "video", "block", "queries", "out"),
 }
 # Shell variables of the examples, given a value.
