@@ -263,6 +263,7 @@ def export(
     overrides: Sequence[str] = (),
     trust_code: bool = False,
     tolerance: float = TOLERANCE,
+    locate: bool = True,
 ) -> ExportReport:
     """Export a trained model to ONNX or torch.export, checked against the eager model.
 
@@ -281,6 +282,8 @@ def export(
             stored for the runtime).
         tolerance: the largest logit difference accepted, per unit of the largest |logit|
             (at least 1).
+        locate: when the export fails, export and check the model's parts one by one to name
+            the one that fails (minutes for a ResNet-50 in ONNX).
 
     Returns:
         The :class:`rnlvideo.deploy.ExportReport` (the measured differences per batch size).
@@ -297,6 +300,7 @@ def export(
         metadata_for(trained.cfg, trained.class_names),
         slowfast_alpha=trained.cfg.data.get("slowfast_alpha"),
         tolerance=tolerance,
+        locate=locate,
     )
 
 

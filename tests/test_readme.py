@@ -31,7 +31,7 @@ COMPOSING = (
 CHECKPOINT_TOOLS = {
     "tools/test.py": ("ckpt", "out"),
     "tools/predict.py": ("ckpt", "model", "input", "topk"),
-    "tools/export.py": ("ckpt", "out", "format", "tolerance"),
+    "tools/export.py": ("ckpt", "out", "format", "tolerance", "locate"),
     "tools/visualize_attention.py": ("ckpt", "video", "block", "queries", "out"),
 }
 # Shell variables of the examples, given a value.

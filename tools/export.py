@@ -10,7 +10,9 @@ nothing run from the file; ``--trust-code`` as there) and exported with a dynami
 program (``format`` defaults to the suffix of ``out``). The file is then loaded back and run at
 batch 1 and batch 3 (onnxruntime / torch.export.load) on the same clips as the eager model; it
 is written only if no logit differs by more than ``tolerance`` (default 1e-4) times the largest
-|logit| (at least 1). The measured differences are printed either way. Other ``key=value``
+|logit| (at least 1). The measured differences are printed either way. When the export fails,
+its parts are exported and checked one by one to name the part that fails (``locate=false``
+skips that search, which takes minutes for a ResNet-50 in ONNX). Other ``key=value``
 arguments change keys of the stored config (e.g. ``protocol=...``, stored in the file's metadata
 for the runtime). Exits with 2 when the checkpoint is refused, 3 when the export fails or does
 not match (nothing written).
@@ -32,7 +34,7 @@ from rnlvideo.deploy import TOLERANCE, ExportError, ExportReport  # noqa: E402
 logger = logging.getLogger("export")
 USAGE = (
     "usage: python tools/export.py ckpt=PATH out=FILE [format=onnx|torch_export] "
-    "[tolerance=1e-4] [--trust-code] [key=value ...]"
+    "[tolerance=1e-4] [locate=true|false] [--trust-code] [key=value ...]"
 )
 EXPORT_FAILED = 3
 
@@ -41,7 +43,7 @@ def main(argv: list[str]) -> ExportReport:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     for chatty in ("onnx_ir", "onnxscript", "torch"):  # per-pass INFO lines of the exporters
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    own, overrides = split_tool_args(argv, ("ckpt", "out", "format", "tolerance"))
+    own, overrides = split_tool_args(argv, ("ckpt", "out", "format", "tolerance", "locate"))
     if "ckpt" not in own or "out" not in own:
         sys.exit(USAGE)
     tolerance = float(own.get("tolerance", TOLERANCE))

@@ -166,7 +166,7 @@ def export_model(
         ) from error
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     try:
         export_format.save(converted, partial, metadata)
         runner = export_format.load(partial)
