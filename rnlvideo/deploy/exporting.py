@@ -169,8 +169,12 @@ def export_model(
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     try:
         export_format.save(converted, partial, metadata)
-        runner = export_format.load(partial)
-        comparisons = [compare(runner, module, runs[b]) for b in CHECK_BATCHES]
+        try:
+            runner = export_format.load(partial)
+            comparisons = [compare(runner, module, runs[b]) for b in CHECK_BATCHES]
+        except Exception as error:  # noqa: BLE001
+            reason = f"{export_format.runtime} could not run the file ({error_summary(error)})"
+            raise failure(reason) from error
         measured = "; ".join(c.describe(tolerance) for c in comparisons)
         if not all(c.within(tolerance) for c in comparisons):
             error = failure(
