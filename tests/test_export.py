@@ -186,7 +186,7 @@ def test_the_metadata_round_trips(checkpoint_8f: Path, exports_8f: dict[str, Any
     assert metadata.protocol == {"clips": 1, "crops": 1, "sampling": "auto", "crop_size": None}
     assert metadata.mean == [0.485, 0.456, 0.406] and metadata.std == [0.229, 0.224, 0.225]
     assert metadata.rnlvideo_version == rnlvideo.__version__
-    assert metadata.git_commit == software_versions()["git_commit"] is not None
+    assert metadata.git_commit == software_versions()["git_commit"]
 
 
 def test_a_runtime_reads_the_onnx_metadata_without_rnlvideo(exports_8f: dict[str, Any]):
