@@ -8,7 +8,8 @@
 ``exactness`` exports a checkpoint with :func:`rnlvideo.export` to ONNX and to torch.export
 (``.pt2``) and prints the largest logit difference from the eager model that each export's
 check measured at batch 1 and 3 (fp32), with the export time, beside the difference between
-the eager model in fp32 and in fp64 on the same clips: how exact fp32 itself is. ``speed`` times the
+the eager model in fp32 and in fp64 on the same clips: how exact fp32 itself is (and, for an
+export checked against fp64 too, its own distance from the fp64 logits). ``speed`` times the
 forward pass of the same model (fp32, CPU, no gradients) in eager mode, under
 ``torch.compile`` (inductor, one compilation per batch size, its time reported apart) and as the
 exported ONNX file in onnxruntime (CPU provider), for each ``--batch``: clips per second and
@@ -154,9 +155,9 @@ def exactness(ckpt: Path, out: Path) -> None:
     )
     print(
         "| compared with eager fp32 | runtime | batch | largest abs. difference | "
-        "largest abs. logit | difference / max(1, logit) | export + check |"
+        "largest abs. logit | difference / max(1, logit) | export from fp64 | export + check |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     with torch.no_grad():
         reference = model(clips)
         exact = copy.deepcopy(model).double()(clips.double())
@@ -165,7 +166,7 @@ def exactness(ckpt: Path, out: Path) -> None:
         scale = reference[:batch].abs().max().item()
         print(
             f"| eager fp64 | torch | {batch} | {difference:.2e} | {scale:.2f} | "
-            f"{difference / max(1.0, scale):.2e} | |"
+            f"{difference / max(1.0, scale):.2e} | | |"
         )
     for name, suffix in (("onnx", "onnx"), ("torch_export", "pt2")):
         try:
@@ -175,9 +176,10 @@ def exactness(ckpt: Path, out: Path) -> None:
             comparisons, runtime, seconds = error.comparisons, "refused", math.nan
             print(error)
         for c in comparisons:
+            exact = "" if c.exact_difference is None else f"{c.exact_difference:.2e}"
             print(
                 f"| {name} | {runtime} | {c.batch} | {c.difference:.2e} | {c.scale:.2f} | "
-                f"{c.difference / max(1.0, c.scale):.2e} | {seconds:.0f} s |"
+                f"{c.difference / max(1.0, c.scale):.2e} | {exact} | {seconds:.0f} s |"
             )
 
 

@@ -7,6 +7,12 @@ largest logit beyond. The bound scales with the logits because fp32 itself does:
 model is off from its exact (fp64) logits by about 1e-5 of their size, and two correct fp32
 implementations (PyTorch's kernels and onnxruntime's) differ from each other by as much.
 
+Some models are less exact than that in fp32 (an unscaled non-local attention whose softmax
+is nearly one-hot magnifies rounding: NL-TSM-R50's fp32 logits can be 1e-3 of their size away
+from the fp64 ones). An export that misses the bound is then measured against the model run in
+fp64 too, and accepted when it is no further from those exact logits than
+:data:`FP32_MARGIN` times the eager fp32 model is: as exact as the model itself can be in fp32.
+
 When a model does not export or does not match, the model's parts are exported and checked on
 their own, outermost first and in the order the forward pass calls them, descending into the
 first part that fails, to name the innermost part that fails by itself.
@@ -32,6 +38,7 @@ logger = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # largest |logit difference| between an export and eager, per max(1, |logit|)
 EXAMPLE_BATCH = 2  # the batch size the graph is captured at (not 1, which torch would specialise)
 CHECK_BATCHES = (1, 3)  # the batch sizes an export is run at; neither is the captured one
+FP32_MARGIN = 2.0  # an export may be this many times eager fp32's distance from the fp64 logits
 _MAX_SUMMARY = 500
 
 
@@ -58,42 +65,76 @@ class Comparison:
     """An export's outputs against the eager model's for one batch.
 
     ``difference``: the largest absolute difference (``inf`` for another shape or a non-finite
-    value); ``scale``: the largest absolute eager output.
+    value); ``scale``: the largest absolute eager output. When the model was also run in fp64:
+    ``exact_difference``, the export's largest absolute difference from those outputs, and
+    ``eager_error``, the eager fp32 model's.
     """
 
     batch: int
     difference: float
     scale: float
+    exact_difference: float | None = None
+    eager_error: float | None = None
 
     def allowed(self, tolerance: float) -> float:
         """The largest difference accepted: ``tolerance * max(1, scale)``."""
         return tolerance * max(1.0, self.scale)
 
     def within(self, tolerance: float) -> bool:
-        return self.difference <= self.allowed(tolerance)
+        """Within :meth:`allowed` of eager, or (measured in fp64) as exact as eager fp32."""
+        if self.difference <= self.allowed(tolerance):
+            return True
+        if self.exact_difference is None or self.eager_error is None:
+            return False
+        return self.exact_difference <= FP32_MARGIN * self.eager_error
 
     def describe(self, tolerance: float) -> str:
-        return (
+        text = (
             f"batch {self.batch}: largest |logit difference| {self.difference:.3g} (largest "
             f"|logit| {self.scale:.3g}, allowed {self.allowed(tolerance):.3g})"
         )
+        if self.exact_difference is not None:
+            text += (
+                f"; from the fp64 logits: export {self.exact_difference:.3g}, eager fp32 "
+                f"{self.eager_error:.3g} (allowed {FP32_MARGIN:g}x)"
+            )
+        return text
 
 
-def compare(runner: Runner, module: nn.Module, args: tuple[Any, ...]) -> Comparison:
-    """``runner(args)`` against ``module(*args)`` over every output."""
+def _largest_difference(got: list[Tensor], expected: list[Tensor]) -> float:
+    if [g.shape for g in got] != [e.shape for e in expected]:
+        return math.inf
+    worst = 0.0
+    for g, e in zip(got, expected, strict=True):
+        if g.numel():
+            difference = (g.double() - e.double()).abs().max().item()
+            worst = max(worst, difference if math.isfinite(difference) else math.inf)
+    return worst
+
+
+def compare(
+    runner: Runner, module: nn.Module, args: tuple[Any, ...], exact: nn.Module | None = None
+) -> Comparison:
+    """``runner(args)`` against ``module(*args)`` over every output; with ``exact`` (the same
+    model in fp64) also both against ``exact`` run on ``args`` in fp64."""
     with torch.no_grad():
         expected = flat_tensors(module(*args))
     got = runner(flat_tensors(args))
     batch = flat_tensors(args)[0].shape[0]
     scale = max((e.abs().max().item() for e in expected if e.numel()), default=0.0)
-    if [g.shape for g in got] != [e.shape for e in expected]:
-        return Comparison(batch, math.inf, scale)
-    worst = 0.0
-    for g, e in zip(got, expected, strict=True):
-        if g.numel():
-            difference = (g.float() - e.float()).abs().max().item()
-            worst = max(worst, difference if math.isfinite(difference) else math.inf)
-    return Comparison(batch, worst, scale)
+    difference = _largest_difference(got, expected)
+    if exact is None:
+        return Comparison(batch, difference, scale)
+    as_double = tree_map(lambda x: x.double() if isinstance(x, Tensor) else x, args)
+    with torch.no_grad():
+        reference = flat_tensors(exact(*as_double))
+    return Comparison(
+        batch,
+        difference,
+        scale,
+        exact_difference=_largest_difference(got, reference),
+        eager_error=_largest_difference(expected, reference),
+    )
 
 
 def outermost_calls(
