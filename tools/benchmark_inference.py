@@ -1,15 +1,18 @@
 """Inference: how exact the exports are, and how fast eager, torch.compile and onnxruntime run.
 
     python tools/benchmark_inference.py exactness                   # RNL-TSM-R50, 8 frames, 224
+    python tools/benchmark_inference.py exactness --more-clips 16
     python tools/benchmark_inference.py exactness --ckpt outputs/rnl_sthv1/best.pt
     python tools/benchmark_inference.py speed --batch 1 8 --repeats 3 --markdown
     python tools/benchmark_inference.py speed --overrides +experiment=rnl_sthv1 data.num_segments=16
 
 ``exactness`` exports a checkpoint with :func:`rnlvideo.export` to ONNX and to torch.export
-(``.pt2``) and prints the largest logit difference from the eager model that each export's
-check measured at batch 1 and 3 (fp32), with the export time, beside the difference between
-the eager model in fp32 and in fp64 on the same clips: how exact fp32 itself is (and, for an
-export checked against fp64 too, its own distance from the fp64 logits). ``speed`` times the
+(``.pt2``) and prints, for batch 1 and 3 (fp32), the largest logit difference from the eager
+model that each export's check measured, whether it is within 1e-4 absolute, how the check
+decided, the export time, and how far the export and the eager fp32 model each are from the
+model's fp64 logits on the same clips (how exact fp32 itself is). ``--more-clips N`` also runs
+each written file and eager on N other clips, one at a time, and prints the distribution of
+the per-clip largest difference. ``speed`` times the
 forward pass of the same model (fp32, CPU, no gradients) in eager mode, under
 ``torch.compile`` (inductor, one compilation per batch size, its time reported apart) and as the
 exported ONNX file in onnxruntime (CPU provider), for each ``--batch``: clips per second and
@@ -26,7 +29,6 @@ directory the way the trainer saves one. Nothing is downloaded.
 import argparse
 import copy
 import logging
-import math
 import statistics
 import sys
 import tempfile
@@ -45,8 +47,8 @@ import rnlvideo  # noqa: E402
 from rnlvideo.checkpoint import checkpoint_metadata  # noqa: E402
 from rnlvideo.config import build_model, compose_config, portable_config  # noqa: E402
 from rnlvideo.data.pathways import with_pathways  # noqa: E402
-from rnlvideo.deploy import ExportedClassifier, ExportError, metadata_for  # noqa: E402
-from rnlvideo.deploy.checks import CHECK_BATCHES, check_clips  # noqa: E402
+from rnlvideo.deploy import FORMATS, ExportedClassifier, ExportError, metadata_for  # noqa: E402
+from rnlvideo.deploy.checks import CHECK_BATCHES, TOLERANCE, Comparison, check_clips  # noqa: E402
 from rnlvideo.deploy.exporting import deployable  # noqa: E402
 from rnlvideo.files import save_atomic  # noqa: E402
 from rnlvideo.models import ChannelGate  # noqa: E402
@@ -72,6 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         )
         command.add_argument("--out", type=Path, help="directory of the exported files")
         command.add_argument("--seed", type=int, default=0)
+    commands.choices["exactness"].add_argument(
+        "--more-clips", type=int, default=0, help="also compare the files on this many clips"
+    )
     speed = commands.choices["speed"]
     speed.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="clips per call")
     speed.add_argument("--repeats", type=int, default=3, help="timed rounds")
@@ -142,45 +147,92 @@ def random_checkpoint(overrides: list[str], directory: Path, seed: int) -> Path:
     return path
 
 
-def exactness(ckpt: Path, out: Path) -> None:
-    """Export ``ckpt`` to both formats; print what each export's check measured, beside how far
-    the eager fp32 model itself is from its fp64 logits on the same clips."""
+def verdict(c: Comparison) -> str:
+    """How the export's check decided for one batch."""
+    if c.difference <= c.allowed(TOLERANCE):
+        return "passed: within 1e-4 x max(1, logit)"
+    if c.within(TOLERANCE):
+        return "passed: as exact as eager fp32 (fp64)"
+    return "refused"
+
+
+def largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double() - b.double()).abs().max().item()
+
+
+def exactness(ckpt: Path, out: Path, more_clips: int, seed: int) -> None:
+    """Export ``ckpt`` to both formats; print what each export's check measured, the absolute
+    1e-4 criterion, and how far the export and the eager fp32 model each are from the fp64
+    logits on the same clips; with ``more_clips``, the per-clip differences on other clips."""
     trained = rnlvideo.load_model(ckpt)
     metadata = metadata_for(trained.cfg, trained.class_names)
     model = deployable(trained, trained.cfg.data.get("slowfast_alpha"))
+    exact_model = copy.deepcopy(model).double()
     clips = check_clips(metadata.input_shape, max(CHECK_BATCHES))  # the exports' check clips
     print(
         f"checkpoint {ckpt}: {metadata.model_name}, {metadata.num_segments} frames at "
-        f"{metadata.crop_size}"
+        f"{metadata.crop_size}, {metadata.num_classes} classes"
     )
+    with torch.no_grad():  # per batch, as the check runs eager
+        exact = {b: exact_model(clips[:b].double()) for b in CHECK_BATCHES}
+        eager = {b: model(clips[:b]) for b in CHECK_BATCHES}
     print(
-        "| compared with eager fp32 | runtime | batch | largest abs. difference | "
-        "largest abs. logit | difference / max(1, logit) | export from fp64 | export + check |"
+        "| format | batch | largest abs. difference from eager | within 1e-4 | largest abs. "
+        "logit | export from fp64 | eager fp32 from fp64 | the check | export + check |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    with torch.no_grad():
-        reference = model(clips)
-        exact = copy.deepcopy(model).double()(clips.double())
-    for batch in CHECK_BATCHES:
-        difference = (exact[:batch] - reference[:batch]).abs().max().item()
-        scale = reference[:batch].abs().max().item()
-        print(
-            f"| eager fp64 | torch | {batch} | {difference:.2e} | {scale:.2f} | "
-            f"{difference / max(1.0, scale):.2e} | | |"
-        )
+    print("|---|---|---|---|---|---|---|---|---|")
+    runners = {}
     for name, suffix in (("onnx", "onnx"), ("torch_export", "pt2")):
+        path = out / f"model.{suffix}"
         try:
-            report = rnlvideo.export(ckpt, out / f"model.{suffix}", format=name)
-            comparisons, runtime, seconds = report.comparisons, report.runtime, report.seconds
+            report = rnlvideo.export(ckpt, path, format=name)
+            comparisons, seconds = report.comparisons, f"{report.seconds:.0f} s"
+            runners[name] = FORMATS[name].load(path)
         except ExportError as error:
-            comparisons, runtime, seconds = error.comparisons, "refused", math.nan
+            comparisons, seconds = error.comparisons, ""
             print(error)
         for c in comparisons:
-            exact = "" if c.exact_difference is None else f"{c.exact_difference:.2e}"
+            if name in runners:
+                (logits,) = runners[name]([clips[: c.batch]])
+                from_exact = f"{largest_difference(logits, exact[c.batch]):.2e}"
+            else:
+                from_exact = "" if c.exact_difference is None else f"{c.exact_difference:.2e}"
             print(
-                f"| {name} | {runtime} | {c.batch} | {c.difference:.2e} | {c.scale:.2f} | "
-                f"{c.difference / max(1.0, c.scale):.2e} | {exact} | {seconds:.0f} s |"
+                f"| {name} | {c.batch} | {c.difference:.2e} | "
+                f"{'yes' if c.difference <= 1e-4 else 'no'} | {c.scale:.2f} | {from_exact} | "
+                f"{largest_difference(eager[c.batch], exact[c.batch]):.2e} | {verdict(c)} | "
+                f"{seconds} |"
             )
+    if more_clips:
+        per_clip(model, runners, metadata, more_clips, seed + 1)
+
+
+def per_clip(
+    model: nn.Module, runners: dict[str, Any], metadata: Any, count: int, seed: int
+) -> None:
+    """Each written file against eager on ``count`` other clips, one clip at a time: the
+    distribution of the largest |logit difference| per clip."""
+    clips = check_clips(metadata.input_shape, count, seed=seed)
+    differences: dict[str, list[float]] = {name: [] for name in runners}
+    scales = []
+    for clip in clips.split(1):
+        with torch.no_grad():
+            expected = model(clip)
+        scales.append(expected.abs().max().item())
+        for name, runner in runners.items():
+            (logits,) = runner([clip])
+            differences[name].append(largest_difference(logits, expected))
+    print(
+        f"{count} more clips (seed {seed}), batch 1, largest |logit| median "
+        f"{statistics.median(scales):.2f}, max {max(scales):.2f}:"
+    )
+    print("| format | per-clip largest abs. difference: median | max | clips above 1e-4 |")
+    print("|---|---|---|---|")
+    for name, values in differences.items():
+        above = sum(v > 1e-4 for v in values)
+        print(
+            f"| {name} | {statistics.median(values):.2e} | {max(values):.2e} | {above} of {count} |"
+        )
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -248,7 +300,7 @@ def main(argv: list[str]) -> None:
         out.mkdir(parents=True, exist_ok=True)
         ckpt = args.ckpt or random_checkpoint(args.overrides, Path(scratch), args.seed)
         if args.command == "exactness":
-            exactness(ckpt, out)
+            exactness(ckpt, out, args.more_clips, args.seed)
         else:
             speed(args, ckpt, out)
 
