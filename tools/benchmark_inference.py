@@ -56,6 +56,7 @@ from rnlvideo.models import ChannelGate  # noqa: E402
 DEFAULT_OVERRIDES = ["+experiment=rnl_sthv1"]
 RUNTIMES = ("eager", "compile", "onnxruntime")
 LOGIT_STD = 3.0
+CALIBRATION_SEED = 1000  # the clips of make_nondegenerate; check_clips draws with seeds 0, 1, ...
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -131,12 +132,14 @@ def make_nondegenerate(model: nn.Module, batches: Sequence[Any], seed: int = 0) 
 
 def random_checkpoint(overrides: list[str], directory: Path, seed: int) -> Path:
     """A checkpoint of the model of ``overrides`` with :func:`make_nondegenerate` weights
-    (BatchNorm statistics from 4 batches of 2 random clips)."""
+    (BatchNorm statistics from 4 batches of 2 random clips, drawn with the seed
+    ``CALIBRATION_SEED + seed``: other clips than an export is checked on, so that the check
+    sees the model as it is on clips it was not fitted to)."""
     cfg = compose_config([*overrides, "model.weights=null"])
     torch.manual_seed(seed)
     model = build_model(cfg, load_weights=False)
     shape = (2, 3, cfg.data.num_segments, cfg.data.input_size, cfg.data.input_size)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(CALIBRATION_SEED + seed)
     batches = [torch.randn(shape, generator=generator) for _ in range(4)]
     alpha = cfg.data.get("slowfast_alpha")
     make_nondegenerate(model, [with_pathways(b, alpha) for b in batches], seed)
