@@ -13,7 +13,14 @@ from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from rnlvideo.data.device_transforms import DeferredClip, DeviceTransform, defer_transform
-from rnlvideo.data.lists import VideoRecord, check_label, read_categories, read_video_list
+from rnlvideo.data.lists import (
+    VideoRecord,
+    check_filename_template,
+    check_label,
+    path_under,
+    read_categories,
+    read_video_list,
+)
 from rnlvideo.data.pathways import check_slowfast_alpha, with_pathways
 from rnlvideo.data.sampling import RANDOM_MODES, clips_per_sample, sample_offsets
 from rnlvideo.data.transforms import FrameSizeError, VideoTransform
@@ -279,9 +286,10 @@ class ClipDataset(Dataset):
     def video_location(self, record: VideoRecord) -> Path:
         """Where ``record``'s frame folder or file is: ``self.root / record.path``.
 
-        Subclasses set ``self.root``.
+        Subclasses set ``self.root``. A path that would leave the root raises
+        :class:`rnlvideo.data.lists.UnsafePathError` (never replaced by ``on_error``).
         """
-        return self.root / record.path
+        return path_under(self.root, record.path)
 
     def read_clip(self, record: VideoRecord, offsets_for: OffsetsFn) -> torch.Tensor:
         """Decode the frames at ``offsets_for(num_frames)``: uint8 ``(len(offsets), 3, H, W)``.
@@ -468,17 +476,18 @@ class FrameFolderDataset(ClipDataset):
                 f"{list_file}: frame folders need 'path num_frames label' lines; "
                 f"{len(uncounted)} lines have no frame count (first: {uncounted[0]})"
             )
+        check_filename_template(filename_tmpl)
         self.filename_tmpl = filename_tmpl
         self.start_index = start_index
 
     def load_frames(self, record: VideoRecord, offsets: np.ndarray) -> torch.Tensor:
         """The frames at 0-based ``offsets`` as uint8 ``(len(offsets), 3, H, W)``."""
-        folder = self.root / record.path
+        folder = self.video_location(record)
         decoded: dict[int, torch.Tensor] = {}
         for offset in offsets.tolist():
             if offset not in decoded:
                 name = self.filename_tmpl.format(offset + self.start_index)
-                decoded[offset] = load_frame(folder / name)
+                decoded[offset] = load_frame(path_under(self.root, record.path, name))
         sizes = {tuple(frame.shape) for frame in decoded.values()}
         if len(sizes) > 1:
             raise VideoDataError(f"frames of {folder} differ in size: {sorted(sizes)}")
