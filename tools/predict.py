@@ -15,7 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnlvideo  # noqa: E402
 from rnlvideo.analysis.classify import ClassScore  # noqa: E402
-from rnlvideo.analysis.tool_args import TOOL_ERRORS, TRUST_FLAG, split_tool_args  # noqa: E402
+from rnlvideo.analysis.tool_args import (  # noqa: E402
+    TOOL_ERRORS,
+    TRUST_FLAG,
+    exit_refused,
+    split_tool_args,
+)
 from rnlvideo.text import printable  # noqa: E402
 
 USAGE = (
@@ -37,8 +42,7 @@ def main(argv: list[str]) -> list[ClassScore]:
             trust_code=TRUST_FLAG in own,
         )
     except TOOL_ERRORS as err:
-        logging.getLogger("predict").error("%s", printable(str(err), keep_newlines=True))
-        sys.exit(2)
+        exit_refused(logging.getLogger("predict"), err)
     # Class names come from the checkpoint: escaped, so that they cannot fake this output.
     print(f"{printable(str(own['input']))}:")
     for rank, entry in enumerate(ranked, start=1):

@@ -22,8 +22,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnlvideo  # noqa: E402
-from rnlvideo.analysis.tool_args import TOOL_ERRORS, TRUST_FLAG, split_tool_args  # noqa: E402
-from rnlvideo.text import printable  # noqa: E402
+from rnlvideo.analysis.tool_args import (  # noqa: E402
+    TOOL_ERRORS,
+    TRUST_FLAG,
+    exit_refused,
+    split_tool_args,
+)
 
 logger = logging.getLogger("test")
 USAGE = (
@@ -42,8 +46,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             paths, overrides=overrides, out_dir=own.get("out"), trust_code=TRUST_FLAG in own
         )
     except TOOL_ERRORS as err:
-        logger.error("%s", printable(str(err), keep_newlines=True))
-        sys.exit(2)
+        exit_refused(logger, err)
     protocol = metrics["protocol"]
     logger.info(
         "%s (%d views): top1 %.2f  top5 %.2f  mean-class %.2f  (%d videos) -> %s",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from rnlvideo.data.frames import VideoDataError
+from rnlvideo.text import printable
 
 # Allows a config to name code outside rnlvideo's builders (README "Trust").
 TRUST_FLAG = "--trust-code"
@@ -16,6 +19,12 @@ TRUST_FLAG = "--trust-code"
 # traceback): config, checkpoint, list and path errors are ValueErrors; missing files and
 # failed writes OSErrors; unreadable videos VideoDataErrors.
 TOOL_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, VideoDataError)
+
+
+def exit_refused(logger: logging.Logger, err: BaseException, status: int = 2) -> NoReturn:
+    """Report ``err`` as one escaped message (no traceback) and exit with ``status``."""
+    logger.error("%s", printable(str(err) or type(err).__name__, keep_newlines=True))
+    sys.exit(status)
 
 
 def misspelt_trust_flag(argv: Sequence[str]) -> str | None:
