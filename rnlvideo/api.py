@@ -6,7 +6,7 @@
     top5 = rnlvideo.classify("outputs/demo/last.pt", "data/synthetic/frames/12")
 
 Checkpoints are rebuilt from the config stored in them, validated first (see
-:mod:`rnlvideo.analysis.checkpoints`); ``overrides`` change keys of that config with the
+:mod:`rnlvideo.engine.trained_model`); ``overrides`` change keys of that config with the
 command line's ``key=value`` syntax. ``tools/test.py`` and ``tools/predict.py`` are thin
 wrappers over :func:`evaluate` and :func:`classify`.
 """
@@ -23,9 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from rnlvideo.analysis.checkpoints import TrainedModel, load_trained_model
 from rnlvideo.analysis.classify import ClassScore, classify_video
-from rnlvideo.checkpoint import load_checkpoint, model_state_from
+from rnlvideo.checkpoint_format import load_checkpoint, model_state_from
 from rnlvideo.config import (
     ConfigError,
     apply_overrides,
@@ -45,6 +44,7 @@ from rnlvideo.engine.evaluation import (
     protocol_of,
 )
 from rnlvideo.engine.reports import video_names, write_evaluation_report
+from rnlvideo.engine.trained_model import TrainedModel, load_trained_model
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def load_model(checkpoint: str | Path, trust_code: bool = False) -> nn.Module:
     Built from the config stored in the file (validated; ``configs/`` is not read) with the
     file's weights (nothing is downloaded). The module carries ``class_names`` (one per
     output) and ``cfg`` (its validated config). ``trust_code``: see
-    :func:`rnlvideo.analysis.checkpoints.load_trained_model`.
+    :func:`rnlvideo.engine.trained_model.load_trained_model`.
     """
     trained = load_trained_model(checkpoint, trust_code=trust_code)
     trained.model.cfg = trained.cfg

@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 import rnlvideo
-from rnlvideo.checkpoint import CheckpointError, load_checkpoint
+from rnlvideo.checkpoint_format import CheckpointError, load_checkpoint
 from rnlvideo.config import ConfigError, compose_config, validate_config
 from rnlvideo.config.validation import interpolation_problem
 from rnlvideo.data.lists import (

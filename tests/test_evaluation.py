@@ -16,7 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from rnlvideo.checkpoint import checkpoint_metadata
+from rnlvideo.checkpoint_format import checkpoint_metadata
 from rnlvideo.config import ConfigError, build_model, compose_config, portable_config
 from rnlvideo.data import read_categories
 from rnlvideo.engine.evaluation import (

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from rnlvideo.analysis.checkpoints import load_trained_model
 from rnlvideo.analysis.classify import classify_video
 from rnlvideo.analysis.single_video import frame_files
 from rnlvideo.data import load_frame, read_categories
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.evaluation import build_test_dataset, predict_dataset
+from rnlvideo.engine.trained_model import load_trained_model
 from tests.conftest import tiny_run_overrides
 from tests.test_evaluation import save_checkpoint
 from tools import predict as predict_tool

@@ -13,10 +13,10 @@ from torch import nn
 import rnlvideo
 from rnlvideo.config import ConfigError, build_model, compose_config
 from rnlvideo.data.pathways import slowfast_pathways
-from rnlvideo.engine.checkpoint import load_finetune_weights
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.optim import create_sgd
 from rnlvideo.engine.trainer import Trainer
+from rnlvideo.engine.training_state import load_finetune_weights
 from rnlvideo.models.official import OfficialCheckpointError, convert_official_state_dict
 from tests.conftest import tiny_run_overrides
 from tools import convert_official

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from rnlvideo.checkpoint import load_checkpoint
+from rnlvideo.checkpoint_format import load_checkpoint
 from rnlvideo.config import compose_config
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.loaders import make_loader

@@ -16,7 +16,7 @@ import torchvision
 from omegaconf import OmegaConf
 
 import rnlvideo
-from rnlvideo.checkpoint import checkpoint_metadata, load_checkpoint
+from rnlvideo.checkpoint_format import checkpoint_metadata, load_checkpoint
 from rnlvideo.config import (
     ConfigError,
     UntrustedTargetError,

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnlvideo.config import build_model, compose_config  # noqa: E402
 from rnlvideo.models import RNLBlock  # noqa: E402
-from rnlvideo.models.checkpointing import CHECKPOINTING_MODES  # noqa: E402
+from rnlvideo.models.activation_checkpointing import CHECKPOINTING_MODES  # noqa: E402
 from rnlvideo.models.cost import format_table, release_form  # noqa: E402
 from rnlvideo.models.nonlocal_blocks import RegionAggregation  # noqa: E402
 from rnlvideo.models.reference import ReferenceRNLBlock  # noqa: E402

@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnlvideo  # noqa: E402
-from rnlvideo.analysis.tool_args import (  # noqa: E402
+from rnlvideo.cli import (  # noqa: E402
     TOOL_ERRORS,
     TRUST_FLAG,
     exit_refused,

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnlvideo.analysis.tool_args import TRUST_FLAG, misspelt_trust_flag  # noqa: E402
+from rnlvideo.cli import TRUST_FLAG, misspelt_trust_flag  # noqa: E402
 from rnlvideo.config import register_schemas, validate_config  # noqa: E402
 from rnlvideo.data.frames import VideoDataError  # noqa: E402
 from rnlvideo.engine.distributed import (  # noqa: E402

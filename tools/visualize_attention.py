@@ -19,13 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnlvideo.analysis.attention import attention_maps  # noqa: E402
 from rnlvideo.analysis.attention_plot import save_attention_png  # noqa: E402
-from rnlvideo.analysis.checkpoints import load_trained_model  # noqa: E402
 from rnlvideo.analysis.single_video import config_views  # noqa: E402
-from rnlvideo.analysis.tool_args import (  # noqa: E402
+from rnlvideo.cli import (  # noqa: E402
     TOOL_ERRORS,
     TRUST_FLAG,
     split_tool_args,
 )
+from rnlvideo.engine.trained_model import load_trained_model  # noqa: E402
 from rnlvideo.text import printable  # noqa: E402
 
 USAGE = (

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from rnlvideo.analysis.checkpoints import TrainedModel
 from rnlvideo.analysis.single_video import config_views
 from rnlvideo.data.pathways import with_pathways
 from rnlvideo.engine.distributed import resolve_device
 from rnlvideo.engine.evaluation import view_scores
+from rnlvideo.engine.trained_model import TrainedModel
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The config layer: schema, validation, composition and building from configs.
 
-Nothing here imports the engine; checkpoints are read by :mod:`rnlvideo.checkpoint`.
+Nothing here imports the engine; checkpoints are read by :mod:`rnlvideo.checkpoint_format`.
 """
 
 from rnlvideo.config.build import (

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnlvideo.engine.checkpoint import BEST, EPOCH_FILE, LAST
+from rnlvideo.engine.training_state import BEST, EPOCH_FILE, LAST
 from rnlvideo.text import printable
 
 LOCK_FILE = ".lock"

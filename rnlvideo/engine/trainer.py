@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
-from rnlvideo.checkpoint import (
+from rnlvideo.checkpoint_format import (
     CheckpointError,
     checkpoint_metadata,
     load_checkpoint,
@@ -39,7 +39,7 @@ from rnlvideo.config import (
 from rnlvideo.config.validation import check_stored_values, resolved_container
 from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
-from rnlvideo.engine import checkpoint as ckpt
+from rnlvideo.engine import training_state as ckpt
 from rnlvideo.engine.batching import plan_batches
 from rnlvideo.engine.distributed import (
     DistContext,

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from rnlvideo.models.checkpointing import check_checkpointing_mode, run_checkpointed
+from rnlvideo.models.activation_checkpointing import check_checkpointing_mode, run_checkpointed
 from rnlvideo.models.nonlocal_blocks import ChannelGate, NLBlock, RNLBlock
 from rnlvideo.models.temporal_shift import TemporalShift
 

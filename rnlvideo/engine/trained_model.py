@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch import nn
 
-from rnlvideo.checkpoint import (
+from rnlvideo.checkpoint_format import (
     CheckpointError,
     load_checkpoint,
     model_state_from,

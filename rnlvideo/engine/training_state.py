@@ -1,6 +1,6 @@
 """Training-state pieces of checkpoints: RNG states, epoch-file rotation, fine-tuning weights.
 
-File writing and reading live in :mod:`rnlvideo.files` and :mod:`rnlvideo.checkpoint`.
+File writing and reading live in :mod:`rnlvideo.files` and :mod:`rnlvideo.checkpoint_format`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnlvideo.checkpoint import EPOCH_FILE, CheckpointError, load_checkpoint, model_state_from
+from rnlvideo.checkpoint_format import (
+    EPOCH_FILE,
+    CheckpointError,
+    load_checkpoint,
+    model_state_from,
+)
 from rnlvideo.models.classifier import load_refitting_classifier
 
 logger = logging.getLogger(__name__)
