@@ -24,7 +24,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from rnlvideo.analysis.classify import ClassScore, classify_video
-from rnlvideo.checkpoint_format import load_checkpoint, model_state_from
 from rnlvideo.config import (
     ConfigError,
     apply_overrides,
@@ -45,6 +44,7 @@ from rnlvideo.engine.evaluation import (
 )
 from rnlvideo.engine.reports import video_names, write_evaluation_report
 from rnlvideo.engine.trained_model import TrainedModel, load_trained_model
+from rnlvideo.models.weights import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def build_model_from_config(
     cfg = compose_config(overrides, trust_code=trust_code)
     model = build_model(cfg, load_weights=checkpoint is None, trust_code=trust_code)
     if checkpoint is not None:
-        model.load_state_dict(model_state_from(load_checkpoint(checkpoint)))
+        model.load_state_dict(read_state_dict(checkpoint, "checkpoint"))
     return model
 
 

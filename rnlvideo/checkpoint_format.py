@@ -84,12 +84,6 @@ def _reason(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def model_state_from(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model weights of one of our checkpoints, or of a bare state dict."""
-    state = checkpoint.get("model", checkpoint)
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
-
-
 def stored_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """The config a checkpoint stores, as a plain container in today's layout (unvalidated).
 

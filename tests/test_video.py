@@ -7,9 +7,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from rnlvideo import build_dataset_from_config
+from rnlvideo.data.annotations import prepare_kinetics, write_prepared_lists
 from rnlvideo.data.device_transforms import DeferredClip, to_model_input
 from rnlvideo.data.frames import VideoDataError
-from rnlvideo.data.lists import prepare_kinetics, write_prepared_lists
 from rnlvideo.data.sampling import dense_offsets, tsn_train_offsets
 from rnlvideo.data.transforms import train_transform
 from rnlvideo.data.video import VideoFileDataset

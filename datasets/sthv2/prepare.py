@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rnlvideo.data.lists import prepare_sthv2, write_prepared_lists  # noqa: E402
+from rnlvideo.data.annotations import prepare_sthv2, write_prepared_lists  # noqa: E402
 
 logger = logging.getLogger("prepare_sthv2")
 

@@ -33,8 +33,6 @@ import torch
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-from rnlvideo.data import read_categories
-from rnlvideo.data.lists import CATEGORY_FILENAME
 from rnlvideo.engine.evaluation import Predictions
 from rnlvideo.engine.metrics import confusion_matrix
 from rnlvideo.files import write_text_atomic
@@ -48,36 +46,6 @@ CONFUSION_DPI = 100
 # Tick labels are drawn only when they stay readable.
 MAX_LABELLED_CLASSES = 40
 MAX_NAME_CHARS = 48
-
-
-def class_names_for(
-    list_file: str | Path, num_classes: int, category_file: str | Path | None = None
-) -> list[str]:
-    """Class names, line ``i`` of the category file naming class ``i``.
-
-    The category file is ``category_file`` if given, else ``category.txt`` next to the video list
-    (the TSM / V1 layout: ``<root>/val_videofolder.txt`` and ``<root>/category.txt``). Without a
-    usable file (missing, malformed, or not ``num_classes`` names) the names are the class
-    indices.
-    """
-    path = Path(category_file) if category_file else Path(list_file).parent / CATEGORY_FILENAME
-    if not path.is_file():
-        logger.info("no category file at %s: classes are named by index", path)
-        return [str(i) for i in range(num_classes)]
-    try:
-        names = read_categories(path)
-    except ValueError as error:
-        logger.warning("%s: classes are named by index", error)
-        return [str(i) for i in range(num_classes)]
-    if len(names) != num_classes:
-        logger.warning(
-            "%s names %d classes, the model has %d: classes are named by index",
-            path,
-            len(names),
-            num_classes,
-        )
-        return [str(i) for i in range(num_classes)]
-    return names
 
 
 def video_names(dataset: Any) -> list[str]:

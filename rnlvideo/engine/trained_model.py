@@ -17,13 +17,13 @@ from torch import nn
 from rnlvideo.checkpoint_format import (
     CheckpointError,
     load_checkpoint,
-    model_state_from,
     stored_class_names,
     stored_config,
     stored_progress,
 )
 from rnlvideo.config import apply_overrides, build_model, validate_config
-from rnlvideo.engine.reports import class_names_for
+from rnlvideo.data.lists import class_names_for
+from rnlvideo.models.weights import state_dict_in
 
 
 @dataclass
@@ -73,8 +73,8 @@ def load_trained_model(
         cfg = apply_overrides(cfg, overrides, trust_code=trust_code)
     model = build_model(cfg, load_weights=False, trust_code=trust_code)
     try:
-        model.load_state_dict(model_state_from(state))
-    except (RuntimeError, TypeError, AttributeError) as err:
+        model.load_state_dict(state_dict_in(state, path))
+    except (RuntimeError, ValueError) as err:
         reason = str(err).splitlines()[0]
         raise CheckpointError(
             f"{path}: the weights do not fit its config's model: {reason}"

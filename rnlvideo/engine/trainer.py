@@ -23,7 +23,6 @@ from rnlvideo.checkpoint_format import (
     CheckpointError,
     checkpoint_metadata,
     load_checkpoint,
-    model_state_from,
     stored_config,
     stored_progress,
 )
@@ -39,6 +38,7 @@ from rnlvideo.config import (
 from rnlvideo.config.validation import check_stored_values, resolved_container
 from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
+from rnlvideo.data.lists import class_names_for
 from rnlvideo.engine import training_state as ckpt
 from rnlvideo.engine.batching import plan_batches
 from rnlvideo.engine.distributed import (
@@ -62,7 +62,6 @@ from rnlvideo.engine.param_groups import describe_groups, format_groups, write_g
 from rnlvideo.engine.preemption import Preempted, StopSignals
 from rnlvideo.engine.progress import EpochProgress
 from rnlvideo.engine.reports import (
-    class_names_for,
     video_names,
     write_evaluation_report,
     write_json,
@@ -78,6 +77,7 @@ from rnlvideo.engine.run_dir import (
 from rnlvideo.engine.run_log import PendingLog
 from rnlvideo.engine.samplers import ResumableDistributedSampler
 from rnlvideo.files import copy_atomic, remove_stale_temporaries, save_atomic, write_text_atomic
+from rnlvideo.models.weights import state_dict_in
 
 logger = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ class Trainer:
         RNG streams; raises CheckpointError naming ``path`` when they do not fit this run."""
         progress = Progress(**stored_progress(state, path))
         try:
-            self._load_states(state)
+            self._load_states(state, path)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             if isinstance(err, ResumeRefusedError):
                 raise
@@ -453,8 +453,8 @@ class Trainer:
             ) from None
         self.progress = progress
 
-    def _load_states(self, state: dict[str, Any]) -> None:
-        self.bare_model.load_state_dict(model_state_from(state))
+    def _load_states(self, state: dict[str, Any], path: str | Path) -> None:
+        self.bare_model.load_state_dict(state_dict_in(state, path))
         stored_groups = len(state["optimizer"]["param_groups"])
         if stored_groups != len(self.optimizer.param_groups):
             raise ResumeRefusedError(

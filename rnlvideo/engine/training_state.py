@@ -18,10 +18,8 @@ from torch import nn
 from rnlvideo.checkpoint_format import (
     EPOCH_FILE,
     CheckpointError,
-    load_checkpoint,
-    model_state_from,
 )
-from rnlvideo.models.classifier import load_refitting_classifier
+from rnlvideo.models.weights import load_refitting_classifier, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ def load_finetune_weights(model: nn.Module, path: str | Path) -> None:
     initialisation; every other weight must fit, else CheckpointError lists the keys.
     """
     dropped, missing, unexpected = load_refitting_classifier(
-        model, model_state_from(load_checkpoint(path))
+        model, read_state_dict(path, "train.finetune_from")
     )
     if dropped:
         logger.info("classifier re-initialised (shape differs): %s", ", ".join(dropped))

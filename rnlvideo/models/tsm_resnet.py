@@ -8,15 +8,12 @@ State-dict layout of :class:`TSMResNet`:
 """
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -24,12 +21,12 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from rnlvideo.models.activation_checkpointing import check_checkpointing_mode, run_checkpointed
 from rnlvideo.models.nonlocal_blocks import ChannelGate, NLBlock, RNLBlock
 from rnlvideo.models.temporal_shift import TemporalShift
+from rnlvideo.models.weights import torchvision_state_dict
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 SHIFT_PLACES = ("blockres", "block", "none")
-_TORCHVISION_WEIGHTS_NAME = re.compile(r"\w+_Weights\.\w+")
 
 
 def _choices(names: Sequence[str]) -> str:
@@ -399,30 +396,8 @@ def block_shift_places(shift_place: str, layers: Sequence[int]) -> list[list[str
     ]
 
 
-def _read_backbone_weights(weights: str) -> dict[str, Tensor]:
-    """A torchvision ResNet state dict, without ``fc.*``, from a file or a weights name."""
-    path = Path(weights).expanduser()
-    if path.is_file():
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    elif _TORCHVISION_WEIGHTS_NAME.fullmatch(weights):
-        state = torchvision.models.get_weight(weights).get_state_dict(progress=True)
-    else:
-        raise ValueError(
-            f"weights={weights!r}: no such file, and not a torchvision weights name such as "
-            f"'ResNet50_Weights.IMAGENET1K_V1'"
-        )
-    if isinstance(state, Mapping):
-        for wrapper_key in ("state_dict", "model"):
-            if isinstance(state.get(wrapper_key), Mapping):
-                state = state[wrapper_key]
-                break
-    if not isinstance(state, Mapping):
-        raise ValueError(f"weights={weights!r}: expected a state dict, got {type(state).__name__}")
-    return {key: value for key, value in state.items() if not key.startswith("fc.")}
-
-
 def _load_backbone_weights(backbone: ResNet, weights: str, depth: int) -> None:
-    state = _read_backbone_weights(weights)
+    state = {k: v for k, v in torchvision_state_dict(weights).items() if not k.startswith("fc.")}
     expected = backbone.state_dict().keys()
     missing = sorted(expected - state.keys())
     unexpected = sorted(state.keys() - expected)
