@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +23,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from rnlvideo.analysis.classify import ClassScore, classify_video
-from rnlvideo.config import (
-    ConfigError,
-    apply_overrides,
-    build_dataset,
-    build_model,
-    check_category_file,
-    compose_config,
-)
-from rnlvideo.data.checks import check_class_count
-from rnlvideo.engine.distributed import DistContext, cleanup_distributed, init_distributed
-from rnlvideo.engine.evaluation import (
-    Predictions,
-    average_predictions,
-    build_test_dataset,
-    predict_dataset,
-    prediction_metrics,
-    protocol_of,
-)
-from rnlvideo.engine.reports import video_names, write_evaluation_report
+from rnlvideo.config import apply_overrides, build_dataset, build_model, compose_config
+from rnlvideo.engine.distributed import cleanup_distributed, init_distributed
+from rnlvideo.engine.evaluation import test_models
+from rnlvideo.engine.protocols import TestProtocol, build_test_dataset
 from rnlvideo.engine.trained_model import TrainedModel, load_trained_model
 from rnlvideo.models.weights import read_state_dict
 
@@ -65,62 +49,27 @@ def load_model(checkpoint: str | Path, trust_code: bool = False) -> nn.Module:
     return trained.model
 
 
-def _as_trained(source: ModelSource, overrides: Sequence[str], trust_code: bool) -> TrainedModel:
+def _as_trained(
+    source: ModelSource, protocol: str | None, overrides: Sequence[str], trust_code: bool
+) -> TrainedModel:
+    if not isinstance(source, TrainedModel | nn.Module):
+        return load_trained_model(source, overrides, trust_code, protocol)
     if isinstance(source, TrainedModel):
-        cfg = apply_overrides(source.cfg, overrides, trust_code) if overrides else source.cfg
-        return TrainedModel(
-            source.path, cfg, source.model, source.epoch, source.class_names, trust_code
-        )
-    if isinstance(source, nn.Module):
+        cfg, names, path, epoch = source.cfg, source.class_names, source.path, source.epoch
+        model = source.model
+    else:
         cfg = getattr(source, "cfg", None)
         if cfg is None:
             raise TypeError(
                 "a bare nn.Module has no data config: pass a checkpoint path or a model from "
                 "rnlvideo.load_model"
             )
-        if overrides:
-            cfg = apply_overrides(cfg, overrides, trust_code)
-        names = list(getattr(source, "class_names", None) or range(cfg.data.num_classes))
-        return TrainedModel(None, cfg, source, 0, [str(n) for n in names], trust_code)
-    return load_trained_model(source, overrides, trust_code=trust_code)
-
-
-def _protocol_overrides(protocol: str | None, overrides: Sequence[str]) -> list[str]:
-    return ([f"protocol={protocol}"] if protocol else []) + list(overrides)
-
-
-@dataclass
-class MemberResult:
-    """One model's evaluation: the model, its view-averaged scores and its test dataset."""
-
-    trained: TrainedModel
-    preds: Predictions
-    dataset: Dataset
-
-
-def evaluate_member(trained: TrainedModel, ctx: DistContext) -> MemberResult:
-    """Score the test split of ``trained.cfg`` (every video once over the ranks of ``ctx``)."""
-    cfg = trained.cfg
-    dataset = build_test_dataset(cfg, trust_code=trained.trust_code)
-    check_category_file(cfg)
-    check_class_count(cfg.data.category_file, cfg.data.num_classes)
-    if len(trained.class_names) != cfg.data.num_classes:
-        raise ConfigError(
-            f"data.num_classes={cfg.data.num_classes}: the model has "
-            f"{len(trained.class_names)} class names"
-        )
-    preds = predict_dataset(
-        trained.model.to(ctx.device),
-        dataset,
-        ctx,
-        batch_size=cfg.eval.batch_size,
-        num_workers=cfg.eval.num_workers,
-        amp=cfg.train.amp,
-        softmax=cfg.eval.softmax,
-        max_clips=cfg.eval.max_clips_per_forward,
-    )
-    trained.model.to("cpu")
-    return MemberResult(trained, preds, dataset)
+        count = cfg.data.num_classes
+        names = [str(n) for n in getattr(source, "class_names", None) or range(count)]
+        path, epoch, model = None, 0, source
+    if overrides or protocol:
+        cfg = apply_overrides(cfg, overrides, trust_code, protocol)
+    return TrainedModel(path, cfg, model, epoch, names, trust_code)
 
 
 def default_report_dir(members: Sequence[TrainedModel], protocol_name: str) -> Path | None:
@@ -135,15 +84,6 @@ def default_report_dir(members: Sequence[TrainedModel], protocol_name: str) -> P
         return paths[0].parent / f"eval_{paths[0].stem}_{protocol_name}"
     names = "+".join(f"{p.resolve().parent.name}-{p.stem}" for p in paths)
     return paths[0].parent / f"eval_ensemble_{names}_{protocol_name}"
-
-
-def _member_summary(result: MemberResult) -> dict[str, Any]:
-    return {
-        "checkpoint": str(result.trained.path) if result.trained.path else None,
-        "num_segments": int(result.trained.cfg.data.num_segments),
-        "epoch": result.trained.epoch,
-        **prediction_metrics(result.preds, video_names(result.dataset)),
-    }
 
 
 def evaluate(
@@ -162,61 +102,33 @@ def evaluate(
             frames, e.g. 8 and 16).
         protocol: ``"1x1"``, ``"2x3"`` or ``"10x3"`` (None: the stored config's protocol).
         overrides: ``key=value`` changes of each member's config (``data.root=...``,
-            ``eval.batch_size=4``, ``protocol.clips=1``).
+            ``eval.batch_size=4``, ``protocol.clips=1``), applied after ``protocol``.
         out_dir: where the report goes (default ``<checkpoint dir>/eval_<stem>_<protocol>``).
         report: write the report files (``rnlvideo/engine/reports.py``) on rank 0.
         trust_code: see :func:`load_model`.
 
     Returns:
-        The metrics (as written to ``metrics.json``): top1, top5, mean_class_acc, num_videos,
-        views, protocol, softmax, checkpoints, list_file, report_dir (when a report is written)
-        and, for ensembles, ``members``.
-        Under torchrun every rank scores its share and every rank returns the metrics.
+        The metrics of :func:`rnlvideo.engine.evaluation.test_models` (as written to
+        ``metrics.json``). Under torchrun every rank scores its share and every rank returns
+        the metrics.
     """
     sources = (
         list(checkpoint_or_model)
         if isinstance(checkpoint_or_model, list | tuple)
         else [checkpoint_or_model]
     )
-    every_override = _protocol_overrides(protocol, overrides)
-    members = [_as_trained(source, every_override, trust_code) for source in sources]
-    protocols = [protocol_of(m.cfg) for m in members]
+    members = [_as_trained(source, protocol, overrides, trust_code) for source in sources]
+    protocols = [TestProtocol.of(m.cfg) for m in members]
     if any(p != protocols[0] for p in protocols):
         raise ValueError(f"ensemble members use different protocols: {protocols}")
+    target = Path(out_dir) if out_dir else default_report_dir(members, protocols[0].name)
     owns_process_group = not torch.distributed.is_initialized()
     ctx = init_distributed(members[0].cfg.train.device)
     try:
-        results = [evaluate_member(m, ctx) for m in members]
+        return test_models(members, protocols[0], ctx, report_dir=target if report else None)
     finally:
         if owns_process_group:
             cleanup_distributed()
-    first = results[0]
-    cfg = first.trained.cfg
-    preds = average_predictions([r.preds for r in results])
-    metrics: dict[str, Any] = {
-        **prediction_metrics(preds, video_names(first.dataset)),
-        "views": f"{protocols[0]['clips']}x{protocols[0]['crops']}",
-        "protocol": protocols[0],
-        "softmax": bool(cfg.eval.softmax),
-        "checkpoints": [str(m.path) if m.path else None for m in members],
-        "list_file": str(cfg.data.val.list_file),
-    }
-    if len(results) > 1:
-        metrics["members"] = [_member_summary(r) for r in results]
-    target = Path(out_dir) if out_dir else default_report_dir(members, protocols[0]["name"])
-    if report and target is not None:
-        metrics["report_dir"] = str(target)
-    if report and target is not None and ctx.is_main:
-        write_evaluation_report(
-            target,
-            preds,
-            metrics,
-            first.trained.class_names,
-            video_names(first.dataset),
-            tag=f"test_{protocols[0]['name']}",
-            step=first.trained.epoch,
-        )
-    return metrics
 
 
 def classify(
@@ -241,7 +153,7 @@ def classify(
     Returns:
         :class:`ClassScore` entries (index, name, probability).
     """
-    trained = _as_trained(checkpoint_or_model, _protocol_overrides(protocol, overrides), trust_code)
+    trained = _as_trained(checkpoint_or_model, protocol, overrides, trust_code)
     ranked, _ = classify_video(trained, video, topk=topk)
     return ranked
 

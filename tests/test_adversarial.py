@@ -33,7 +33,7 @@ from rnlvideo.data.lists import (
     read_video_list,
 )
 from rnlvideo.engine.distributed import init_distributed
-from rnlvideo.engine.run_dir import RunDirectoryError, RunLock
+from rnlvideo.engine.resume import RunDirectoryError, RunLock
 from rnlvideo.engine.trainer import Trainer
 from rnlvideo.files import FileWriteError, save_atomic
 from rnlvideo.text import csv_text, printable
@@ -265,7 +265,7 @@ def test_a_launch_into_a_held_directory_leaves_the_running_runs_record(
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from rnlvideo.engine.run_dir import RunLock\n"
+            "from rnlvideo.engine.resume import RunLock\n"
             "lock = RunLock(sys.argv[1]); lock.accept(); print('held', flush=True)\n"
             "time.sleep(120)\n",
             str(run_copy),

@@ -22,11 +22,10 @@ from rnlvideo.data import read_categories
 from rnlvideo.engine.evaluation import (
     Predictions,
     average_predictions,
-    build_test_dataset,
-    describe_protocol,
     prediction_metrics,
     view_scores,
 )
+from rnlvideo.engine.protocols import build_test_dataset, describe_protocol
 from rnlvideo.engine.reports import CONFUSION_DPI, CONFUSION_FIGURE_INCHES
 from rnlvideo.files import save_atomic
 from tests.conftest import tiny_run_overrides

@@ -19,7 +19,8 @@ from rnlvideo.data.transforms import (
     train_transform,
     val_transform,
 )
-from rnlvideo.engine.evaluation import predict, resolve_sampling
+from rnlvideo.data.sampling import resolve_sampling
+from rnlvideo.engine.evaluation import predict
 from rnlvideo.engine.loaders import make_eval_loader
 
 NUM_FRAMES = 12

@@ -14,7 +14,8 @@ from rnlvideo.analysis.classify import classify_video
 from rnlvideo.analysis.single_video import frame_files
 from rnlvideo.data import load_frame, read_categories
 from rnlvideo.engine.distributed import init_distributed
-from rnlvideo.engine.evaluation import build_test_dataset, predict_dataset
+from rnlvideo.engine.evaluation import predict_dataset
+from rnlvideo.engine.protocols import build_test_dataset
 from rnlvideo.engine.trained_model import load_trained_model
 from tests.conftest import tiny_run_overrides
 from tests.test_evaluation import save_checkpoint

@@ -19,7 +19,7 @@ from rnlvideo.config import compose_config
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.loaders import make_loader
 from rnlvideo.engine.preemption import EXIT_PREEMPTED, Preempted
-from rnlvideo.engine.run_dir import RunDirectoryError
+from rnlvideo.engine.resume import RunDirectoryError
 from rnlvideo.engine.trainer import ResumeRefusedError, Trainer
 from tests.conftest import tiny_run_overrides
 

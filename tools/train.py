@@ -31,7 +31,7 @@ from rnlvideo.engine.distributed import (  # noqa: E402
     init_distributed,
 )
 from rnlvideo.engine.preemption import EXIT_PREEMPTED, Preempted  # noqa: E402
-from rnlvideo.engine.run_dir import RunDirectoryError  # noqa: E402
+from rnlvideo.engine.resume import RunDirectoryError  # noqa: E402
 from rnlvideo.engine.run_log import PendingLog  # noqa: E402
 from rnlvideo.engine.runtime import quiet_non_main_ranks  # noqa: E402
 from rnlvideo.engine.trainer import NonFiniteLossError, ResumeRefusedError, Trainer  # noqa: E402

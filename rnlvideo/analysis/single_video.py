@@ -3,7 +3,7 @@
 A frame folder holds JPEG files (``.jpg``, ``.jpeg``) taken in sorted name order, as
 the datasets store them (``00001.jpg``, ...). A video file is decoded with decord (install the
 ``video`` extra). The frames are sampled and transformed as the evaluation protocols do
-(test-mode sampling, :func:`rnlvideo.engine.evaluation.protocol_transform`).
+(test-mode sampling and crops of :class:`rnlvideo.engine.protocols.TestProtocol`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rnlvideo.data.frames import VideoDataError, arrange_views, load_frame
 from rnlvideo.data.sampling import sample_offsets
 from rnlvideo.data.transforms import FrameSizeError
 from rnlvideo.data.video import read_video_frames
-from rnlvideo.engine.evaluation import protocol_transform, resolve_sampling
+from rnlvideo.engine.protocols import TestProtocol
 
 FRAME_SUFFIXES = (".jpg", ".jpeg")
 
@@ -58,49 +58,32 @@ def read_clip(
 
 
 def video_views(
-    video: str | Path | torch.Tensor,
-    num_segments: int,
-    input_size: int,
-    scale_size: int,
-    clips: int = 1,
-    crops: int = 1,
-    sampling: str = "auto",
-    crop_size: int | None = None,
-    val_sampling: str = "tsn_val",
+    video: str | Path | torch.Tensor, num_segments: int, protocol: TestProtocol
 ) -> torch.Tensor:
-    """The ``clips x crops`` test views of one video: ``(clips * crops, C, T, S, S)`` float32.
+    """The test views of one video under ``protocol``: ``(views, C, T, S, S)`` float32.
 
-    ``video``: as for :func:`read_clip`; the other arguments as
-    :func:`rnlvideo.engine.evaluation.protocol_dataset`'s. Unreadable frames, or frames too
-    small for the crops, raise :class:`VideoDataError` naming the video.
+    ``video``: as for :func:`read_clip`. Unreadable frames, or frames too small for the
+    crops, raise :class:`VideoDataError` naming the video.
     """
-    mode = resolve_sampling(sampling, clips, val_sampling)
-    frames = read_clip(video, lambda n: sample_offsets(mode, n, num_segments, None, clips))
-    transform = protocol_transform(crops, input_size, scale_size, crop_size)
+    frames = read_clip(
+        video,
+        lambda n: sample_offsets(protocol.sampling, n, num_segments, None, protocol.clips),
+    )
     try:
-        clip = transform(frames, np.random.default_rng(0))  # test transforms draw nothing
+        clip = protocol.transform()(
+            frames, np.random.default_rng(0)
+        )  # test transforms draw nothing
     except FrameSizeError as error:
         where = "the given frames" if isinstance(video, torch.Tensor) else video
         raise VideoDataError(f"{where}: {error}") from error
-    return arrange_views(clip, clips, num_segments).contiguous()
+    return arrange_views(clip, protocol.clips, num_segments).contiguous()
 
 
 def config_views(
     video: str | Path | torch.Tensor, cfg: DictConfig, single_view: bool = False
 ) -> torch.Tensor:
-    """:func:`video_views` with the data config and test protocol of ``cfg``.
+    """:func:`video_views` under the test protocol of ``cfg``.
 
     ``single_view`` forces one clip (test-mode segment centres) and one centre crop.
     """
-    protocol = cfg.protocol
-    return video_views(
-        video,
-        num_segments=cfg.data.num_segments,
-        input_size=cfg.data.input_size,
-        scale_size=cfg.data.scale_size,
-        clips=1 if single_view else protocol.clips,
-        crops=1 if single_view else protocol.crops,
-        sampling="auto" if single_view else protocol.sampling,
-        crop_size=None if single_view else protocol.crop_size,
-        val_sampling=cfg.data.val.sampling,
-    )
+    return video_views(video, cfg.data.num_segments, TestProtocol.of(cfg, single_view))

@@ -27,16 +27,18 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-from rnlvideo.engine.evaluation import Predictions
 from rnlvideo.engine.metrics import confusion_matrix
 from rnlvideo.files import write_text_atomic
 from rnlvideo.text import csv_text, printable
+
+if TYPE_CHECKING:
+    from rnlvideo.engine.evaluation import Predictions
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,10 @@ class TrainedModel:
 
 
 def load_trained_model(
-    path: str | Path, overrides: Sequence[str] = (), trust_code: bool = False
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    trust_code: bool = False,
+    protocol: str | None = None,
 ) -> TrainedModel:
     """Rebuild a checkpoint's model from the config stored in it.
 
@@ -55,6 +58,8 @@ def load_trained_model(
             ``protocol=2x3``, ``eval.batch_size=4``); see :func:`rnlvideo.config.apply_overrides`.
         trust_code: allow ``_target_`` names outside rnlvideo's builders. Never for files
             from someone else: a config names the code that builds the model.
+        protocol: a test-protocol preset (``1x1``, ``2x3``, ``10x3``) chosen before
+            ``overrides``.
 
     Raises:
         CheckpointError: the file is unreadable, holds no config or its weights do not fit.
@@ -69,8 +74,8 @@ def load_trained_model(
         raise CheckpointError(
             f"{path}: stores {len(names)} class names for data.num_classes={cfg.data.num_classes}"
         )
-    if overrides:
-        cfg = apply_overrides(cfg, overrides, trust_code=trust_code)
+    if overrides or protocol:
+        cfg = apply_overrides(cfg, overrides, trust_code, protocol)
     model = build_model(cfg, load_weights=False, trust_code=trust_code)
     try:
         model.load_state_dict(state_dict_in(state, path))

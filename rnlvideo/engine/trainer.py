@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -23,11 +22,9 @@ from rnlvideo.checkpoint_format import (
     CheckpointError,
     checkpoint_metadata,
     load_checkpoint,
-    stored_config,
     stored_progress,
 )
 from rnlvideo.config import (
-    ConfigError,
     build_dataset,
     build_model,
     check_category_file,
@@ -35,7 +32,6 @@ from rnlvideo.config import (
     instantiate,
     portable_config,
 )
-from rnlvideo.config.validation import check_stored_values, resolved_container
 from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.data.lists import class_names_for
@@ -48,35 +44,26 @@ from rnlvideo.engine.distributed import (
     broadcast_object,
     call_on_main,
 )
-from rnlvideo.engine.evaluation import (
-    autocast_context,
-    build_test_dataset,
-    evaluate_dataset,
-    predict_dataset,
-    prediction_metrics,
-    protocol_of,
-)
+from rnlvideo.engine.evaluation import autocast_context, evaluate_dataset, test_models
 from rnlvideo.engine.loaders import make_loader
 from rnlvideo.engine.metrics import topk_correct
 from rnlvideo.engine.param_groups import describe_groups, format_groups, write_groups
 from rnlvideo.engine.preemption import Preempted, StopSignals
 from rnlvideo.engine.progress import EpochProgress
-from rnlvideo.engine.reports import (
-    video_names,
-    write_evaluation_report,
-    write_json,
-)
-from rnlvideo.engine.run_dir import (
-    RunDirectoryError,
-    RunLock,
-    config_changes,
-    existing_checkpoints,
-    is_resumable_change,
-    resume_candidates,
+from rnlvideo.engine.protocols import TestProtocol
+from rnlvideo.engine.reports import write_json
+from rnlvideo.engine.resume import (
+    Claim,
+    ResumeRefusedError,
+    accept_run_dir,
+    check_batch_layout,
+    check_config_unchanged,
+    claim_run_dir,
 )
 from rnlvideo.engine.run_log import PendingLog
 from rnlvideo.engine.samplers import ResumableDistributedSampler
-from rnlvideo.files import copy_atomic, remove_stale_temporaries, save_atomic, write_text_atomic
+from rnlvideo.engine.trained_model import TrainedModel
+from rnlvideo.files import copy_atomic, save_atomic
 from rnlvideo.models.weights import state_dict_in
 
 logger = logging.getLogger(__name__)
@@ -84,13 +71,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite and ``train.nonfinite`` is ``raise``."""
-
-
-class ResumeRefusedError(RuntimeError):
-    """Resuming would continue a run under other settings; the message lists the changes."""
-
-
-RESUME_MODES = ("auto", "never", "force", "overwrite")
 
 
 @dataclass
@@ -141,13 +121,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 class Trainer:
     """Trains ``cfg.model`` on ``cfg.data`` in ``run_dir`` (options: ``train`` in config.yaml).
 
-    The run directory belongs to one run at a time (:class:`RunLock`). ``train.resume``:
-    ``auto`` continues from the newest loadable checkpoint of ``run_dir`` after checking that
-    the config did not change in ways that would silently make another run
-    (:func:`rnlvideo.engine.run_dir.is_resumable_change`); ``force`` continues anyway;
-    ``never`` refuses a directory that holds checkpoints; ``overwrite`` deletes them and starts
-    over; a path resumes from that file (changes are logged). A directory whose checkpoints
-    all fail to load is refused with each file's error (start over with ``overwrite``).
+    ``train.resume`` decides what happens to the checkpoints of ``run_dir``: the policy, the lock
+    and the checks live in :mod:`rnlvideo.engine.resume`.
 
     Everything that can refuse the launch (the lock, the resume policy, the config and batch
     checks, the datasets, the model) runs before anything is written, so a refused launch
@@ -173,8 +148,7 @@ class Trainer:
         self.device = ctx.device
         self.run_dir = Path(run_dir)
         self.trust_code = trust_code
-        self._lock: RunLock | None = None
-        self._resume_state: dict[str, Any] | None = None
+        self._claim: Claim | None = None
         self.writer: SummaryWriter | None = None
         self.plan = plan_batches(
             self.tcfg.batch_size,
@@ -231,62 +205,15 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- set-up
     def _claim_run_dir(self) -> str | None:
-        """Rank 0: lock the directory, apply ``train.resume``, pick the checkpoint to resume.
-
-        Writes nothing (see :meth:`_accept_run_dir`). Returns the checkpoint to resume from
-        (None: a new run).
-        """
-        mode = self.tcfg.resume
-        found = existing_checkpoints(self.run_dir) if self.run_dir.is_dir() else []
-        if mode == "never" and found:
-            raise RunDirectoryError(
-                f"{self.run_dir} holds checkpoints of an earlier run "
-                f"({', '.join(p.name for p in found)}) and train.resume=never: nothing was "
-                "touched. Continue that run with train.resume=auto, replace it with "
-                "train.resume=overwrite, or choose another output_dir."
-            )
-        if mode not in RESUME_MODES and not Path(mode).is_file():
-            raise FileNotFoundError(f"train.resume={mode}: no such checkpoint file")
-        self._lock = RunLock(self.run_dir)
-        if mode in ("never", "overwrite"):
-            return None
-        if mode not in RESUME_MODES:
-            return mode
-        failures = []
-        for path in resume_candidates(self.run_dir):
-            try:
-                self._resume_state = load_checkpoint(path)
-            except CheckpointError as err:
-                failures.append(str(err))
-                logger.warning("%s; trying an older checkpoint", err)
-                continue
-            if failures:
-                logger.warning("resuming from %s: the newer checkpoints do not load", path.name)
-            return str(path)
-        if failures:
-            listed = "\n".join(f"  {failure}" for failure in failures)
-            raise RunDirectoryError(
-                f"{self.run_dir} holds checkpoints but none of them loads:\n{listed}\n"
-                "Nothing was touched. Restore a checkpoint, or start over with "
-                "train.resume=overwrite."
-            )
-        return None
+        """Rank 0: lock the run directory and pick the checkpoint to resume (None: a new run);
+        writes nothing (:func:`rnlvideo.engine.resume.claim_run_dir`)."""
+        self._claim = claim_run_dir(self.run_dir, self.tcfg.resume)
+        return self._claim.checkpoint
 
     def _accept_run_dir(self, run_files: Mapping[str, str], run_log: PendingLog | None) -> None:
         """Rank 0, once nothing refuses the launch: write the run's files."""
-        self._lock.accept()
-        if run_log is not None:
-            run_log.write_to(self.run_dir / "train.log")
-        remove_stale_temporaries(self.run_dir)
-        if self.tcfg.resume == "overwrite":
-            for path in existing_checkpoints(self.run_dir):
-                path.unlink()
-                logger.warning("train.resume=overwrite: deleted %s", path)
-        write_text_atomic(
-            self.run_dir / "config_resolved.yaml", OmegaConf.to_yaml(self.cfg, resolve=True)
-        )
-        for relative, text in run_files.items():
-            write_text_atomic(self.run_dir / relative, text)
+        files = {"config_resolved.yaml": OmegaConf.to_yaml(self.cfg, resolve=True), **run_files}
+        accept_run_dir(self._claim, self.run_dir, self.tcfg.resume, files, run_log)
         write_groups(
             self.run_dir / "param_groups.json",
             describe_groups(self.optimizer),
@@ -340,60 +267,29 @@ class Trainer:
             "total_batch_size": int(self.tcfg.batch_size) * self.ctx.world_size * self.accumulate,
         }
 
-    @staticmethod
-    def _layout_text(layout: dict[str, int]) -> str:
-        return (
-            f"{layout['batch_size']} per process x {layout['world_size']} processes x "
-            f"{layout['accumulate_steps']} accumulation = {layout['total_batch_size']}"
-        )
-
     # ------------------------------------------------------------------------- resuming
     def _resume(self, path: Path) -> None:
-        state, self._resume_state = self._resume_state or load_checkpoint(path), None
+        """Continue the checkpoint ``path`` after the checks of :mod:`rnlvideo.engine.resume`."""
+        cached = self._claim.state if self._claim is not None else None
+        state = cached if cached is not None else load_checkpoint(path)
+        if self._claim is not None:
+            self._claim.state = None
         forced = self.tcfg.resume != "auto"  # force, or an explicit checkpoint path
-        self._check_config_unchanged(state, path, forced)
+        check_config_unchanged(state, path, self.cfg, forced)
         self.load_training_state(state, path)
-        stored_layout = state.get("batch_layout", {})
-        if not isinstance(stored_layout, dict) or not all(
-            isinstance(v, int) for v in stored_layout.values()
-        ):
-            raise CheckpointError(f"{path}: batch_layout must map names to integers")
-        layout = self.batch_layout()
-        stored_total = stored_layout.get("total_batch_size", layout["total_batch_size"])
-        if stored_total != layout["total_batch_size"]:
-            message = (
-                f"{path} was trained with a total batch of {stored_total}, this launch makes "
-                f"{layout['total_batch_size']} ({self._layout_text(layout)})"
-            )
-            if not forced:
-                raise ResumeRefusedError(
-                    f"{message}: the optimisation would change. Relaunch with the same total, "
-                    "or pass train.resume=force to continue with the new one."
-                )
-            logger.warning("%s; continuing (train.resume=%s)", message, self.tcfg.resume)
-        moved = {
-            key: (stored_layout.get(key), layout[key])
-            for key in ("batch_size", "world_size")
-            if stored_layout.get(key, layout[key]) != layout[key]
-        }
-        if moved and self.progress.batch_in_epoch:
-            changes = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in moved.items())
-            if not forced:
-                raise ResumeRefusedError(
-                    f"{path} was written in the middle of epoch {self.progress.epoch + 1} with "
-                    f"another batch layout ({changes}); its remaining batches cannot be "
-                    "replayed. Relaunch with the old layout, or pass train.resume=force to "
-                    "restart that epoch from its beginning."
-                )
+        restart = check_batch_layout(
+            state,
+            path,
+            self.batch_layout(),
+            mid_epoch=self.progress.batch_in_epoch > 0,
+            epoch=self.progress.epoch,
+            forced=forced,
+        )
+        if restart:
             self.progress.batch_in_epoch = 0
             self.progress.global_step = self.progress.epoch * self.steps_per_epoch
             self.scheduler.last_epoch = self.progress.global_step - 1
             self.scheduler.step()  # the lr of the epoch's first step
-            logger.warning(
-                "batch layout changed mid-epoch (%s): epoch %d restarts from its beginning",
-                changes,
-                self.progress.epoch + 1,
-            )
         logger.info(
             "resumed from %s at epoch %d, batch %d (step %d)",
             path,
@@ -401,27 +297,6 @@ class Trainer:
             self.progress.batch_in_epoch,
             self.progress.global_step,
         )
-
-    def _check_config_unchanged(self, state: dict[str, Any], path: Path, forced: bool) -> None:
-        container = stored_config(state, path)
-        try:
-            check_stored_values(container)
-            stored = resolved_container(OmegaConf.create(container))
-        except (ConfigError, OmegaConfBaseException) as err:
-            raise CheckpointError(f"{path}: its stored config cannot be compared: {err}") from None
-        current = resolved_container(self.cfg)
-        changes = [c for c in config_changes(stored, current) if not is_resumable_change(c)]
-        if not changes:
-            return
-        listed = "\n".join(f"  {change}" for change in changes)
-        if not forced:
-            raise ResumeRefusedError(
-                f"{path} was trained with another config; resuming would silently make a "
-                f"different run. Changed keys (stored -> now):\n{listed}\n"
-                "Undo the changes, choose another output_dir, or pass train.resume=force to "
-                "continue with the new settings."
-            )
-        logger.warning("resuming %s with changed settings (stored -> now):\n%s", path, listed)
 
     # ------------------------------------------------------------------------ checkpoints
     def training_state(self) -> dict[str, Any]:
@@ -517,9 +392,9 @@ class Trainer:
         """Release the run directory and close the TensorBoard writer."""
         if self.writer:
             self.writer.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._claim is not None:
+            self._claim.lock.release()
+            self._claim = None
 
     def _fit(self) -> dict[str, float]:
         with self.signals:
@@ -738,42 +613,27 @@ class Trainer:
         return broadcast_object(metrics["top1"])
 
     def final_evaluation(self) -> dict[str, Any]:
-        """Evaluate the final weights on the test split; write ``metrics.json`` and a report.
+        """Test the final weights (:func:`rnlvideo.engine.evaluation.test_models`); write
+        ``metrics.json`` and the report.
 
         The test split is ``data.val`` under ``protocol`` (``1x1`` by default). The report
         (per-class accuracy, confusion matrix, per-video predictions) goes to
         ``eval_final_<protocol>/`` in the run directory.
         """
-        dataset = build_test_dataset(self.cfg, self.trust_code)
-        preds = predict_dataset(
-            self.bare_model,
-            dataset,
-            self.ctx,
-            self.cfg.eval.batch_size,
-            self.cfg.eval.num_workers,
-            amp=self.tcfg.amp,
-            softmax=self.cfg.eval.softmax,
-            max_clips=self.cfg.eval.max_clips_per_forward,
+        protocol = TestProtocol.of(self.cfg)
+        last = self.run_dir / ckpt.LAST
+        trained = TrainedModel(
+            last, self.cfg, self.bare_model, self.progress.epoch, self.class_names, self.trust_code
         )
-        protocol = protocol_of(self.cfg)
-        metrics = prediction_metrics(preds, video_names(dataset))
-        metrics.update(
-            views=f"{protocol['clips']}x{protocol['crops']}",
-            protocol=protocol,
-            epoch=self.progress.epoch,
-            checkpoint=str(self.run_dir / ckpt.LAST),
+        metrics = test_models(
+            [trained],
+            protocol,
+            self.ctx,
+            report_dir=self.run_dir / f"eval_final_{protocol.name}",
+            extra={"epoch": self.progress.epoch, "checkpoint": str(last)},
         )
         if self.ctx.is_main:
             write_json(self.run_dir / "metrics.json", metrics)
-            write_evaluation_report(
-                self.run_dir / f"eval_final_{protocol['name']}",
-                preds,
-                metrics,
-                self.class_names,
-                video_names(dataset),
-                tag=f"test_{protocol['name']}",
-                step=self.progress.epoch,
-            )
             if self.writer:
                 for key in ("top1", "top5", "mean_class_acc"):
                     self.writer.add_scalar(f"test/{key}", metrics[key], self.progress.epoch)
