@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from rnlvideo.data.decoders import read_video_frames
 from rnlvideo.data.frames import VideoDataError, arrange_views, load_frame
 from rnlvideo.data.sampling import sample_offsets
 from rnlvideo.data.transforms import FrameSizeError
-from rnlvideo.data.video import read_video_frames
 from rnlvideo.engine.evaluation import protocol_transform, resolve_sampling
 
 FRAME_SUFFIXES = (".jpg", ".jpeg")

@@ -24,6 +24,7 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from rnlvideo.data.decoders import read_video_frames
 from rnlvideo.data.frames import DEFAULT_MIN_FRAMES, FrameFolderDataset, VideoDataError, load_frame
 from rnlvideo.data.lists import (
     VideoRecord,
@@ -33,7 +34,7 @@ from rnlvideo.data.lists import (
     parse_list_line,
     read_categories,
 )
-from rnlvideo.data.video import VideoFileDataset, read_video_frames
+from rnlvideo.data.video import VideoFileDataset
 
 logger = logging.getLogger(__name__)
 
