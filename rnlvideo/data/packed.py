@@ -35,6 +35,7 @@ from rnlvideo.files import write_atomic
 PACK_SUFFIX = ".pack"
 MAGIC = b"RNLPACK1"
 _HEADER = struct.Struct("<8sII")
+_JPEG_MAGIC = b"\xff\xd8\xff"
 # Bytes read by the first read of a file: the header, the index of up to ~2700 frames and, for
 # small videos, the frames themselves (one read instead of two).
 _FIRST_READ = 64 * 1024
@@ -160,3 +161,31 @@ def packed_count(path: str | Path) -> int:
     """The frame count of a packed file (its index is checked, not its frames)."""
     with PackedFrames(path) as packed:
         return packed.count
+
+
+def pack_folder(
+    folder: str | Path, num_frames: int, filename_tmpl: str = "{:05d}.jpg", start_index: int = 1
+) -> Path:
+    """Pack frames ``0 .. num_frames - 1`` of a frame folder into ``<folder>.pack``; its path.
+
+    The frame files are ``filename_tmpl.format(i + start_index)``. A missing or empty frame
+    file, or one that is not a JPEG, raises ``ValueError`` naming it (``FileNotFoundError``
+    for a missing folder) and nothing is written.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder not found: {folder}")
+    frames = []
+    for index in range(num_frames):
+        path = folder / filename_tmpl.format(index + start_index)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"frame not found: {path}") from None
+        if not data.startswith(_JPEG_MAGIC):
+            what = "an empty file" if not data else f"not a JPEG (starts with {data[:4].hex(' ')})"
+            raise ValueError(f"frame is {what}: {path}")
+        frames.append(data)
+    target = packed_path(folder)
+    write_packed(target, frames)
+    return target
