@@ -24,6 +24,8 @@ import fcntl
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -87,16 +89,23 @@ def find_videos(root: Path) -> list[str]:
     )
 
 
-def lock_frame_root(frames: Path) -> int:
-    """Hold an exclusive lock on ``frames`` for this process's life (one run at a time)."""
+class FrameRootBusy(RuntimeError):
+    """Another extraction holds the frame root."""
+
+
+@contextmanager
+def frame_root_lock(frames: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``frames`` (one run at a time), released however it ends."""
     frames.mkdir(parents=True, exist_ok=True)
     fd = os.open(frames / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FrameRootBusy(f"another extraction is writing into {frames}") from None
+        yield
+    finally:
         os.close(fd)
-        raise RuntimeError(f"another extraction is writing into {frames}; wait for it") from None
-    return fd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,10 +116,19 @@ def main(argv: list[str] | None = None) -> int:
         if not args.videos.is_dir():
             raise FileNotFoundError(f"video root not found: {args.videos}")
         lists = [(Path(src), Path(dst), read_video_list(src)) for src, dst in args.list]
-        lock_frame_root(args.frames)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    try:
+        with frame_root_lock(args.frames):
+            return extract(args, backend, lists)
+    except FrameRootBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def extract(args: argparse.Namespace, backend: str, lists: list) -> int:
+    """Extract, summarise, write the frame lists; the exit status."""
     if lists:
         videos = list(dict.fromkeys(r.path for _, _, records in lists for r in records))
     else:
