@@ -1,0 +1,159 @@
+"""Frame-store benchmark: frame folders against packed files, cold and warm page cache.
+
+    python tools/make_synthetic.py --root /data/bench --videos-per-class-train 1667 \\
+        --videos-per-class-val 1 --min-frames 36 --max-frames 36 --min-width 176 --max-width 176
+    python tools/pack_frames.py --root /data/bench
+    sudo python tools/benchmark_stores.py --root /data/bench --cold --opens   # as root
+
+--root is a frame dataset in the synthetic layout (frames/, train.txt), packed with
+tools/pack_frames.py. For each store (``data.frame_store``: folders, packed), a DataLoader with
+--workers workers loads --clips training clips (TSN sampling, --segments frames,
+train_transform to --size px, batches of --batch-size) of distinct videos drawn at random from
+the list, and the clips/s after its first batch are printed:
+- cold (--cold, needs root): the page cache is dropped (``sync; echo 3 >
+  /proc/sys/vm/drop_caches``) right before each store's run, so every file is read from disk;
+- warm: the same clips again, their files now in the page cache.
+--opens counts the frame files opened per clip (under --root/frames; ``strace -f -e trace=openat`` on a
+process loading --open-clips clips with no workers). The two stores read the same videos and
+frames (``frame_store`` changes nothing else).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnlvideo.data.frames import FRAME_STORES, FrameFolderDataset  # noqa: E402
+from rnlvideo.data.transforms import train_transform  # noqa: E402
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", required=True, type=Path)
+    parser.add_argument("--stores", nargs="+", default=list(FRAME_STORES), choices=FRAME_STORES)
+    parser.add_argument("--clips", type=int, default=2000, help="clips per measurement")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--segments", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0, help="which videos are drawn")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache first (root)")
+    parser.add_argument("--opens", action="store_true", help="count files opened per clip")
+    parser.add_argument("--open-clips", type=int, default=100)
+    parser.add_argument("--load-only", choices=FRAME_STORES, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def make_dataset(args: argparse.Namespace, store: str) -> FrameFolderDataset:
+    return FrameFolderDataset(
+        args.root / "frames",
+        args.root / "train.txt",
+        train_transform(args.size),
+        num_segments=args.segments,
+        frame_store=store,
+    )
+
+
+def clip_indices(args: argparse.Namespace, num_videos: int, count: int) -> list[int]:
+    """``count`` distinct videos in a random order (the same for every store)."""
+    if count > num_videos:
+        raise SystemExit(f"--clips {count} is more than the {num_videos} videos of the list")
+    return np.random.default_rng(args.seed).permutation(num_videos)[:count].tolist()
+
+
+def drop_page_cache() -> None:
+    """Write dirty pages out, then drop the page cache, dentries and inodes (root only)."""
+    os.sync()
+    try:
+        DROP_CACHES.write_text("3\n")
+    except PermissionError:
+        raise SystemExit(f"--cold needs root: cannot write {DROP_CACHES}") from None
+
+
+def loader_rate(dataset: FrameFolderDataset, indices: list[int], args: argparse.Namespace) -> float:
+    """Clips/s of a DataLoader over ``indices`` after its first batch (worker start-up)."""
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, sampler=indices, num_workers=args.workers
+    )
+    iterator = iter(loader)
+    next(iterator)
+    started = time.perf_counter()
+    count = sum(len(labels) for _, labels in iterator)
+    return count / (time.perf_counter() - started)
+
+
+def count_opens(args: argparse.Namespace, store: str) -> float:
+    """Files under --root/frames opened per clip, counted with strace on a loading process."""
+    if shutil.which("strace") is None:
+        raise SystemExit("--opens needs strace (apt-get install strace)")
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "openat.log"
+        command = [sys.executable, __file__, "--root", str(args.root), "--load-only", store]
+        command += ["--open-clips", str(args.open_clips), "--seed", str(args.seed)]
+        trace = ["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(log)]
+        subprocess.run(trace + command, check=True)
+        root = str(args.root.resolve() / "frames")
+        opened = [
+            line
+            for line in log.read_text().splitlines()
+            if f'"{root}/' in line and "= -1" not in line
+        ]
+    return len(opened) / args.open_clips
+
+
+def load_only(args: argparse.Namespace) -> None:
+    """The traced process of --opens: load --open-clips clips, no workers."""
+    dataset = make_dataset(args, args.load_only)
+    for index in clip_indices(args, len(dataset), args.open_clips):
+        dataset[index]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.root = args.root.resolve()
+    torch.set_num_threads(1)
+    if args.load_only:
+        load_only(args)
+        return
+    datasets = {store: make_dataset(args, store) for store in args.stores}
+    indices = clip_indices(args, len(next(iter(datasets.values()))), args.clips)
+    print(
+        f"{len(indices)} clips of distinct videos of {args.root / 'train.txt'} "
+        f"({len(next(iter(datasets.values())))} videos), {args.segments} segments, "
+        f"train_transform {args.size} px, batch {args.batch_size}, {args.workers} workers"
+    )
+    print("| store | cold clips/s | warm clips/s | cold / warm | files opened per clip |")
+    print("|---|---|---|---|---|")
+    for store, dataset in datasets.items():
+        cold = None
+        if args.cold:
+            drop_page_cache()
+            cold = loader_rate(dataset, indices, args)
+        else:
+            loader_rate(dataset, indices, args)  # bring the files into the page cache
+        warm = loader_rate(dataset, indices, args)
+        opens = f"{count_opens(args, store):.2f}" if args.opens else "-"
+        print(
+            f"| {store} | {'-' if cold is None else f'{cold:.0f}'} | {warm:.0f} | "
+            f"{'-' if cold is None else f'{cold / warm:.2f}'} | {opens} |"
+        )
+    if args.cold:
+        print("the page cache was dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before each")
+
+
+if __name__ == "__main__":
+    main()
