@@ -1,20 +1,22 @@
 """Frame-store benchmark: frame folders against packed files, cold and warm page cache.
 
-    python tools/make_synthetic.py --root /data/bench --videos-per-class-train 1667 \\
-        --videos-per-class-val 1 --min-frames 36 --max-frames 36 --min-width 176 --max-width 176
+    python tools/benchmark_stores.py --root /data/bench --make 20000     # the set, once
     python tools/pack_frames.py --root /data/bench
     sudo python tools/benchmark_stores.py --root /data/bench --cold --opens   # as root
 
 --root is a frame dataset in the synthetic layout (frames/, train.txt), packed with
-tools/pack_frames.py. For each store (``data.frame_store``: folders, packed), a DataLoader with
+tools/pack_frames.py. ``--make N`` writes one first: N videos of Something-Something V1's frame
+size (176x100, 36 JPEG frames each), copies of --unique videos rendered by the synthetic
+generator (distinct files, so the page cache and the disk see N videos; rendering 20k would take
+an hour on 2 cores). For each store (``data.frame_store``: folders, packed), a DataLoader with
 --workers workers loads --clips training clips (TSN sampling, --segments frames,
 train_transform to --size px, batches of --batch-size) of distinct videos drawn at random from
 the list, and the clips/s after its first batch are printed:
 - cold (--cold, needs root): the page cache is dropped (``sync; echo 3 >
   /proc/sys/vm/drop_caches``) right before each store's run, so every file is read from disk;
 - warm: the same clips again, their files now in the page cache.
---opens counts the frame files opened per clip (under --root/frames; ``strace -f -e trace=openat`` on a
-process loading --open-clips clips with no workers). The two stores read the same videos and
+--opens counts the frame files opened per clip (under --root/frames; ``strace -f -e
+trace=openat`` on a process loading --open-clips clips with no workers). The two stores read the same videos and
 frames (``frame_store`` changes nothing else).
 """
 
@@ -34,6 +36,8 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnlvideo.data.frames import FRAME_STORES, FrameFolderDataset  # noqa: E402
+from rnlvideo.data.lists import read_video_list, write_lines  # noqa: E402
+from rnlvideo.data.synthetic import class_names, generate_synthetic_dataset  # noqa: E402
 from rnlvideo.data.transforms import train_transform  # noqa: E402
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
@@ -54,8 +58,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold", action="store_true", help="drop the page cache first (root)")
     parser.add_argument("--opens", action="store_true", help="count files opened per clip")
     parser.add_argument("--open-clips", type=int, default=100)
+    parser.add_argument("--make", type=int, metavar="N", help="write an N-video set at --root")
+    parser.add_argument("--unique", type=int, default=600, help="videos rendered for --make")
     parser.add_argument("--load-only", choices=FRAME_STORES, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def make_benchmark_set(root: Path, num_videos: int, unique: int) -> None:
+    """``num_videos`` V1-size videos at ``root`` (frames/, train.txt): copies of rendered ones."""
+    if root.exists() and any(root.iterdir()):
+        raise SystemExit(f"--make: {root} is not empty")
+    rendered = root / "rendered"
+    per_class = -(-unique // len(class_names()))
+    generate_synthetic_dataset(
+        rendered, per_class, 1, min_frames=36, max_frames=36, min_width=176, max_width=176
+    )
+    sources = read_video_list(rendered / "train.txt")
+    lines = []
+    for video in range(1, num_videos + 1):
+        source = sources[(video - 1) % len(sources)]
+        shutil.copytree(rendered / "frames" / source.path, root / "frames" / str(video))
+        lines.append(f"{video} {source.num_frames} {source.label}")
+        if video % 2000 == 0:
+            print(f"{video} / {num_videos} videos written")
+    write_lines(root / "train.txt", lines)
+    shutil.rmtree(rendered)
 
 
 def make_dataset(args: argparse.Namespace, store: str) -> FrameFolderDataset:
@@ -128,6 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     if args.load_only:
         load_only(args)
+        return
+    if args.make:
+        make_benchmark_set(args.root, args.make, args.unique)
+        print(f"wrote {args.make} videos to {args.root}; pack them: tools/pack_frames.py")
         return
     datasets = {store: make_dataset(args, store) for store in args.stores}
     indices = clip_indices(args, len(next(iter(datasets.values()))), args.clips)
