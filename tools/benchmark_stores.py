@@ -16,8 +16,8 @@ the list, and the clips/s after its first batch are printed:
   /proc/sys/vm/drop_caches``) right before each store's run, so every file is read from disk;
 - warm: the same clips again, their files now in the page cache.
 --opens counts the frame files opened per clip (under --root/frames; ``strace -f -e
-trace=openat`` on a process loading --open-clips clips with no workers). The two stores read the same videos and
-frames (``frame_store`` changes nothing else).
+trace=openat`` on a process loading --open-clips clips with no workers). The two stores read the
+same videos and frames (``frame_store`` changes nothing else).
 """
 
 import argparse
