@@ -265,3 +265,21 @@ def test_frame_store_is_validated(root):
         FrameFolderDataset(root / "frames", root / "val.txt", lambda v, r: v, frame_store="zip")
     with pytest.raises(ConfigError, match="data.frame_store"):
         compose_config([f"data.root={root}", "data.frame_store=zip"])
+
+
+def test_a_batch_of_packed_videos_is_read_ahead_and_closed(root):
+    pack_tool.main(["--root", str(root)])
+    dataset = build_dataset_from_config(overrides(root, "data.frame_store=packed"), "train")
+    batch = [3, 0, 3, 7]
+    open_files = len(os.listdir("/proc/self/fd"))
+    assert_equal = torch.testing.assert_close
+    for (clip, label), index in zip(dataset.__getitems__(batch), batch, strict=True):
+        assert_equal((clip, label), dataset[index], rtol=0, atol=0)
+    assert len(os.listdir("/proc/self/fd")) == open_files and not dataset._opened
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=batch, num_workers=0)
+    clips, labels = next(iter(loader))
+    assert labels.tolist() == [dataset.records[i].label for i in batch]
+    damage(packed_path(dataset.root / dataset.records[7].path), "truncated")
+    with pytest.raises(VideoDataError, match="truncated or corrupt"):
+        dataset.__getitems__(batch)
+    assert len(os.listdir("/proc/self/fd")) == open_files and not dataset._opened

@@ -10,8 +10,10 @@ size (176x100, 36 JPEG frames each), copies of --unique videos rendered by the s
 generator (distinct files, so the page cache and the disk see N videos; rendering 20k would take
 an hour on 2 cores). For each store (``data.frame_store``: folders, packed), a DataLoader with
 --workers workers loads --clips training clips (TSN sampling, --segments frames,
-train_transform to --size px, batches of --batch-size) of distinct videos drawn at random from
-the list, and the clips/s after its first batch are printed:
+train_transform to --size px with device_transform=True, so that the loader's own work is
+reading and decoding: the resize runs on the training device; --cpu-transform does it in the
+loader) of distinct videos drawn at random from the list, in batches of --batch-size, and the
+clips/s after its first batch are printed:
 - cold (--cold, needs root): the page cache is dropped (``sync; echo 3 >
   /proc/sys/vm/drop_caches``) right before each store's run, so every file is read from disk;
 - warm: the same clips again, their files now in the page cache.
@@ -55,9 +57,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0, help="which videos are drawn")
+    parser.add_argument(
+        "--cpu-transform", action="store_true", help="resize in the loader (device_transform off)"
+    )
     parser.add_argument("--cold", action="store_true", help="drop the page cache first (root)")
     parser.add_argument("--opens", action="store_true", help="count files opened per clip")
     parser.add_argument("--open-clips", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per store (medians)")
     parser.add_argument("--make", type=int, metavar="N", help="write an N-video set at --root")
     parser.add_argument("--unique", type=int, default=600, help="videos rendered for --make")
     parser.add_argument("--load-only", choices=FRAME_STORES, help=argparse.SUPPRESS)
@@ -92,6 +98,7 @@ def make_dataset(args: argparse.Namespace, store: str) -> FrameFolderDataset:
         train_transform(args.size),
         num_segments=args.segments,
         frame_store=store,
+        device_transform=not args.cpu_transform,
     )
 
 
@@ -165,25 +172,53 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{len(indices)} clips of distinct videos of {args.root / 'train.txt'} "
         f"({len(next(iter(datasets.values())))} videos), {args.segments} segments, "
-        f"train_transform {args.size} px, batch {args.batch_size}, {args.workers} workers"
+        f"train_transform {args.size} px ({'in the loader' if args.cpu_transform else 'device'}"
+        f" transform), batch {args.batch_size}, {args.workers} workers"
     )
-    print("| store | cold clips/s | warm clips/s | cold / warm | files opened per clip |")
+    rates: dict[str, list[tuple[float | None, float]]] = {store: [] for store in datasets}
+    print("| run | store | cold clips/s | warm clips/s |")
+    print("|---|---|---|---|")
+    for run in range(1, args.repeats + 1):  # the stores take turns, so load changes hit both
+        for store, dataset in datasets.items():
+            cold = None
+            if args.cold:
+                drop_page_cache()
+                cold = loader_rate(dataset, indices, args)
+            else:
+                loader_rate(dataset, indices, args)  # bring the files into the page cache
+            warm = loader_rate(dataset, indices, args)
+            rates[store].append((cold, warm))
+            print(f"| {run} | {store} | {'-' if cold is None else f'{cold:.0f}'} | {warm:.0f} |")
+    if args.cold:
+        print(
+            "the page cache was dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before each "
+            "cold run"
+        )
+    print(
+        "\nmedians:\n| store | cold clips/s | warm clips/s | cold / warm | files opened per clip |"
+    )
     print("|---|---|---|---|---|")
-    for store, dataset in datasets.items():
-        cold = None
-        if args.cold:
-            drop_page_cache()
-            cold = loader_rate(dataset, indices, args)
-        else:
-            loader_rate(dataset, indices, args)  # bring the files into the page cache
-        warm = loader_rate(dataset, indices, args)
+    medians = {}
+    for store, runs in rates.items():
+        cold = float(np.median([c for c, _ in runs])) if args.cold else None
+        warm = float(np.median([w for _, w in runs]))
+        medians[store] = (cold, warm)
         opens = f"{count_opens(args, store):.2f}" if args.opens else "-"
         print(
             f"| {store} | {'-' if cold is None else f'{cold:.0f}'} | {warm:.0f} | "
             f"{'-' if cold is None else f'{cold / warm:.2f}'} | {opens} |"
         )
-    if args.cold:
-        print("the page cache was dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before each")
+    if set(medians) == set(FRAME_STORES):
+        (folders_cold, folders_warm), (packed_cold, packed_warm) = (
+            medians["folders"],
+            medians["packed"],
+        )
+        print(f"packed / folders, warm: {packed_warm / folders_warm:.2f}")
+        if args.cold:
+            print(
+                f"packed / folders, cold: {packed_cold / folders_cold:.2f}; packed cold / "
+                f"folders warm: {packed_cold / folders_warm:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -171,12 +171,16 @@ def check_packed_file(settings: ListSettings, record: VideoRecord, decode: bool)
     except PackedFormatError as error:
         return [Problem("unreadable", str(path), str(error))]
     with packed:
-        if packed.count != record.num_frames:
+        try:
+            count = packed.count
+        except PackedFormatError as error:
+            return [Problem("unreadable", str(path), str(error))]
+        if count != record.num_frames:
             return [
                 Problem(
                     "frame_count",
                     str(path),
-                    f"list says {record.num_frames} frames, packed file has {packed.count}",
+                    f"list says {record.num_frames} frames, packed file has {count}",
                 )
             ]
         if not decode:
@@ -190,7 +194,7 @@ def check_packed_file(settings: ListSettings, record: VideoRecord, decode: bool)
             frame = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return decode_frame(frame, f"{path} (frame {index})")
 
-        return _decode_frames(path, [str(i) for i in range(packed.count)], decode_packed)
+        return _decode_frames(path, [str(i) for i in range(count)], decode_packed)
 
 
 def check_frame_folder(settings: ListSettings, record: VideoRecord, decode: bool) -> list[Problem]:

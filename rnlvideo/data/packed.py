@@ -38,7 +38,7 @@ _HEADER = struct.Struct("<8sII")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 # Bytes read by the first read of a file: the header, the index of up to ~2700 frames and, for
 # small videos, the frames themselves (one read instead of two).
-_FIRST_READ = 64 * 1024
+_FIRST_READ = 256 * 1024
 
 
 class PackedFormatError(ValueError):
@@ -69,10 +69,13 @@ def write_packed(path: str | Path, frames: Sequence[bytes]) -> None:
 class PackedFrames:
     """An open packed file: ``count`` frames, read by index with one open and at most 2 reads.
 
-    Use as a context manager, or call :meth:`close`.
+    The index is read when first needed; with ``read_ahead`` the kernel is asked to start
+    reading the file's first bytes at once (``posix_fadvise``), so opening the files of a batch
+    first overlaps their disk reads with the work on the others. Use as a context manager, or
+    call :meth:`close`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, read_ahead: bool = False) -> None:
         self.path = Path(path)
         try:
             self._file = open(self.path, "rb", buffering=0)
@@ -80,21 +83,28 @@ class PackedFrames:
             raise
         except OSError as exc:
             raise PackedFormatError(f"cannot read packed file {self.path}: {exc}") from exc
-        try:
-            self._size = os.fstat(self._file.fileno()).st_size
-            self._head = self._file.read(_FIRST_READ)
-            self._read_index()
-        except BaseException:
-            self._file.close()
-            raise
+        self._size = os.fstat(self._file.fileno()).st_size
+        if read_ahead:
+            os.posix_fadvise(self._file.fileno(), 0, _FIRST_READ, os.POSIX_FADV_WILLNEED)
+        self._head: bytes | None = None
+
+    @property
+    def count(self) -> int:
+        """The number of frames."""
+        self._read_index()
+        return self._count
 
     def _error(self, what: str) -> PackedFormatError:
         return PackedFormatError(f"packed file {self.path} is truncated or corrupt: {what}")
 
     def _read_index(self) -> None:
-        if len(self._head) < _HEADER.size:
+        """Read and check the header and the index (once)."""
+        if self._head is not None:
+            return
+        head = self._file.read(_FIRST_READ)
+        if len(head) < _HEADER.size:
             raise self._error(f"{self._size} bytes, shorter than the {_HEADER.size}-byte header")
-        magic, count, _ = _HEADER.unpack_from(self._head)
+        magic, count, _ = _HEADER.unpack_from(head)
         if magic != MAGIC:
             raise PackedFormatError(
                 f"{self.path} is not a packed frame file (starts with {magic[:8]!r}, "
@@ -103,20 +113,19 @@ class PackedFrames:
         index_end = _HEADER.size + 12 * count + 8
         if count == 0 or index_end > self._size:
             raise self._error(f"{count} frames announced in a {self._size}-byte file")
-        if index_end > len(self._head):
-            self._head += self._file.read(index_end - len(self._head))
-        self.count = count
-        self._offsets = np.frombuffer(self._head, "<u8", count + 1, _HEADER.size).astype(np.int64)
-        self._crcs = np.frombuffer(self._head, "<u4", count, _HEADER.size + 8 * (count + 1))
-        if self._offsets[0] != index_end or np.any(np.diff(self._offsets) <= 0):
+        if index_end > len(head):
+            head += self._file.read(index_end - len(head))
+        offsets = np.frombuffer(head, "<u8", count + 1, _HEADER.size).astype(np.int64)
+        if offsets[0] != index_end or np.any(np.diff(offsets) <= 0):
             raise self._error("the frame index is damaged")
-        if self._offsets[-1] != self._size:
-            raise self._error(
-                f"the index ends at byte {self._offsets[-1]}, the file has {self._size}"
-            )
+        if offsets[-1] != self._size:
+            raise self._error(f"the index ends at byte {offsets[-1]}, the file has {self._size}")
+        self._crcs = np.frombuffer(head, "<u4", count, _HEADER.size + 8 * (count + 1))
+        self._head, self._count, self._offsets = head, count, offsets
 
     def frame_sizes(self) -> np.ndarray:
         """The byte size of every frame, ``(count,)``."""
+        self._read_index()
         return np.diff(self._offsets)
 
     def read(self, indices: Sequence[int]) -> list[bytes]:
@@ -125,6 +134,7 @@ class PackedFrames:
         The frames' checksums are verified: a damaged frame raises :class:`PackedFormatError`.
         """
         wanted = sorted(set(indices))
+        self._read_index()
         if wanted[0] < 0 or wanted[-1] >= self.count:
             raise PackedFormatError(
                 f"frame {wanted[-1] if wanted[-1] >= self.count else wanted[0]} requested, "
