@@ -142,12 +142,13 @@ def test_unreadable_files_raise_video_errors_naming_them(tmp_path, indexed_video
 def test_auto_takes_the_first_usable_backend_in_order(monkeypatch):
     assert set(AUTO_ORDER) == set(VIDEO_BACKENDS)
     assert available_backends() == [b for b in AUTO_ORDER if decoders.backend_problem(b) is None]
-    problems = {"torchcodec": "RuntimeError: no FFmpeg", "pyav": None, "decord": None}
+    assert AUTO_ORDER == ("pyav", "torchcodec", "decord")
+    problems = {"pyav": "ImportError: no module named av", "torchcodec": None, "decord": None}
     monkeypatch.setattr(decoders, "backend_problem", problems.get)
-    assert resolve_backend("auto") == "pyav"
+    assert resolve_backend("auto") == "torchcodec"
     assert resolve_backend("decord") == "decord"
-    with pytest.raises(RuntimeError, match="video_backend='torchcodec' is not usable here"):
-        resolve_backend("torchcodec")
+    with pytest.raises(RuntimeError, match="video_backend='pyav' is not usable here"):
+        resolve_backend("pyav")
     monkeypatch.setattr(decoders, "backend_problem", lambda name: "ImportError: absent")
     with pytest.raises(RuntimeError, match="no video decoder is installed: pip install av"):
         resolve_backend("auto")

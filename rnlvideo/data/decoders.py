@@ -6,10 +6,11 @@ from the header's frame rate or duration) and decodes from the keyframe before a
 frame. So every backend reports the same frame count and returns the same frame for an index;
 pixels may differ by a few grey levels (each backend converts YUV to RGB its own way).
 
-``auto`` picks the first backend of :data:`AUTO_ORDER` that imports and works here:
-torchcodec (PyTorch's decoder, maintained, the fastest on small clips; it needs the system's
-FFmpeg libraries), then PyAV (bundles its own FFmpeg, so it installs everywhere), then decord
-(unmaintained since 2022, no aarch64 wheels). A file that a backend cannot open or decode raises
+``auto`` picks the first backend of :data:`AUTO_ORDER` that imports and works here: PyAV
+(it bundles its own FFmpeg, so every machine decodes with the same build, and it was the fastest
+in docs/benchmarks.md), then torchcodec (PyTorch's decoder; it needs the system's FFmpeg
+libraries, whose version varies between machines), then decord (unmaintained since 2022, no
+aarch64 wheels). A file that a backend cannot open or decode raises
 :class:`~rnlvideo.data.frames.VideoDataError` naming it, whichever backend it is.
 """
 
@@ -33,7 +34,7 @@ from rnlvideo.data.frames import OffsetsFn, VideoDataError
 logger = logging.getLogger(__name__)
 
 VIDEO_BACKENDS = ("pyav", "torchcodec", "decord")
-AUTO_ORDER = ("torchcodec", "pyav", "decord")
+AUTO_ORDER = ("pyav", "torchcodec", "decord")
 # What each backend is imported as, and how to install it.
 _MODULES = {"pyav": "av", "torchcodec": "torchcodec.decoders", "decord": "decord"}
 _INSTALL_HINTS = {

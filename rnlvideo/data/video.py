@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 class VideoFileDataset(ClipDataset):
     """Videos as files ``root/<record.path>``, decoded by ``video_backend``.
 
-    ``video_backend``: ``auto`` (the first usable of torchcodec, PyAV, decord) or one of
+    ``video_backend``: ``auto`` (the first usable of PyAV, torchcodec, decord) or one of
     :data:`rnlvideo.data.decoders.VIDEO_BACKENDS`; it is resolved when the dataset is built, so a
     backend that is not installed fails then. Every backend gives the same frames for the same
     indices (:mod:`rnlvideo.data.decoders`).
