@@ -13,7 +13,8 @@ an hour on 2 cores). For each store (``data.frame_store``: folders, packed), a D
 train_transform to --size px with device_transform=True, so that the loader's own work is
 reading and decoding: the resize runs on the training device; --cpu-transform does it in the
 loader) of distinct videos drawn at random from the list, in batches of --batch-size, and the
-clips/s after its first batch are printed:
+clips/s after its first batch are printed (--read-only: the same frames' bytes are read, one
+file at a time, and nothing is decoded: the storage's share alone):
 - cold (--cold, needs root): the page cache is dropped (``sync; echo 3 >
   /proc/sys/vm/drop_caches``) right before each store's run, so every file is read from disk;
 - warm: the same clips again, their files now in the page cache.
@@ -33,12 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnlvideo.data.frames import FRAME_STORES, FrameFolderDataset  # noqa: E402
 from rnlvideo.data.lists import read_video_list, write_lines  # noqa: E402
+from rnlvideo.data.packed import PackedFrames  # noqa: E402
+from rnlvideo.data.sampling import sample_offsets  # noqa: E402
 from rnlvideo.data.synthetic import class_names, generate_synthetic_dataset  # noqa: E402
 from rnlvideo.data.transforms import train_transform  # noqa: E402
 
@@ -59,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="which videos are drawn")
     parser.add_argument(
         "--cpu-transform", action="store_true", help="resize in the loader (device_transform off)"
+    )
+    parser.add_argument(
+        "--read-only", action="store_true", help="read the clips' JPEG bytes, decode nothing"
     )
     parser.add_argument("--cold", action="store_true", help="drop the page cache first (root)")
     parser.add_argument("--opens", action="store_true", help="count files opened per clip")
@@ -91,7 +97,35 @@ def make_benchmark_set(root: Path, num_videos: int, unique: int) -> None:
     shutil.rmtree(rendered)
 
 
-def make_dataset(args: argparse.Namespace, store: str) -> FrameFolderDataset:
+class ReadOnly(Dataset):
+    """The bytes of the frames ``frames[index]`` would decode, read and not decoded."""
+
+    def __init__(self, frames: FrameFolderDataset) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        data, record = self.frames, self.frames.records[index]
+        rng = np.random.default_rng([data.seed, data.epoch, index])
+        drawn = sample_offsets(data.sampling, record.num_frames, data.num_segments, rng)
+        offsets = sorted(set(drawn.tolist()))
+        if data.frame_store == "packed":
+            with PackedFrames(data.packed_location(record)) as packed:
+                return sum(map(len, packed.read(offsets))), record.label
+        folder = data.video_location(record)
+        names = [data.filename_tmpl.format(offset + data.start_index) for offset in offsets]
+        return sum(len((folder / name).read_bytes()) for name in names), record.label
+
+
+def make_dataset(args: argparse.Namespace, store: str) -> Dataset:
+    if args.read_only:
+        return ReadOnly(make_frame_dataset(args, store))
+    return make_frame_dataset(args, store)
+
+
+def make_frame_dataset(args: argparse.Namespace, store: str) -> FrameFolderDataset:
     return FrameFolderDataset(
         args.root / "frames",
         args.root / "train.txt",
@@ -118,7 +152,7 @@ def drop_page_cache() -> None:
         raise SystemExit(f"--cold needs root: cannot write {DROP_CACHES}") from None
 
 
-def loader_rate(dataset: FrameFolderDataset, indices: list[int], args: argparse.Namespace) -> float:
+def loader_rate(dataset: Dataset, indices: list[int], args: argparse.Namespace) -> float:
     """Clips/s of a DataLoader over ``indices`` after its first batch (worker start-up)."""
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=indices, num_workers=args.workers
