@@ -131,9 +131,9 @@ class _PyAVReader:
         self._pts = [times[i] for i in order]
         self._index_of_pts = {pts: index for index, pts in enumerate(self._pts)}
         key_pts = {times[i] for i in range(self.num_frames) if keyframes[i]}
-        self._keyframes = [i for i, pts in enumerate(self._pts) if pts in key_pts] or [0]
-        if self._by_order:
-            self._keyframes = [0]  # no timestamps to seek to: decode from the start
+        # Index 0 stands for the file's start; without timestamps there is nothing to seek to.
+        seekable = [] if self._by_order else [i for i, t in enumerate(self._pts) if t in key_pts]
+        self._keyframes = sorted({0, *seekable})
         self._frames: Iterator | None = None
         self._next = 0  # the index of the next frame self._frames yields
 
