@@ -27,9 +27,11 @@ from rnlvideo.analysis.checkpoints import TrainedModel, load_trained_model
 from rnlvideo.analysis.classify import ClassScore, classify_video
 from rnlvideo.checkpoint import load_checkpoint, model_state_from
 from rnlvideo.config import (
+    ConfigError,
     apply_overrides,
     build_dataset,
     build_model,
+    check_category_file,
     compose_config,
 )
 from rnlvideo.data.checks import check_class_count
@@ -66,7 +68,9 @@ def load_model(checkpoint: str | Path, trust_code: bool = False) -> nn.Module:
 def _as_trained(source: ModelSource, overrides: Sequence[str], trust_code: bool) -> TrainedModel:
     if isinstance(source, TrainedModel):
         cfg = apply_overrides(source.cfg, overrides, trust_code) if overrides else source.cfg
-        return TrainedModel(source.path, cfg, source.model, source.epoch, source.class_names)
+        return TrainedModel(
+            source.path, cfg, source.model, source.epoch, source.class_names, trust_code
+        )
     if isinstance(source, nn.Module):
         cfg = getattr(source, "cfg", None)
         if cfg is None:
@@ -76,8 +80,8 @@ def _as_trained(source: ModelSource, overrides: Sequence[str], trust_code: bool)
             )
         if overrides:
             cfg = apply_overrides(cfg, overrides, trust_code)
-        names = list(getattr(source, "class_names", []))
-        return TrainedModel(None, cfg, source, 0, names)
+        names = list(getattr(source, "class_names", None) or range(cfg.data.num_classes))
+        return TrainedModel(None, cfg, source, 0, [str(n) for n in names], trust_code)
     return load_trained_model(source, overrides, trust_code=trust_code)
 
 
@@ -97,9 +101,14 @@ class MemberResult:
 def evaluate_member(trained: TrainedModel, ctx: DistContext) -> MemberResult:
     """Score the test split of ``trained.cfg`` (every video once over the ranks of ``ctx``)."""
     cfg = trained.cfg
-    dataset = build_test_dataset(cfg)
-    if cfg.data.category_file and Path(cfg.data.category_file).is_file():
-        check_class_count(cfg.data.category_file, cfg.data.num_classes)
+    dataset = build_test_dataset(cfg, trust_code=trained.trust_code)
+    check_category_file(cfg)
+    check_class_count(cfg.data.category_file, cfg.data.num_classes)
+    if len(trained.class_names) != cfg.data.num_classes:
+        raise ConfigError(
+            f"data.num_classes={cfg.data.num_classes}: the model has "
+            f"{len(trained.class_names)} class names"
+        )
     preds = predict_dataset(
         trained.model.to(ctx.device),
         dataset,
@@ -250,7 +259,8 @@ def build_model_from_config(
 
     >>> model = build_model_from_config(["+experiment=demo"])
     """
-    model = build_model(compose_config(overrides, trust_code=trust_code), checkpoint is None)
+    cfg = compose_config(overrides, trust_code=trust_code)
+    model = build_model(cfg, load_weights=checkpoint is None, trust_code=trust_code)
     if checkpoint is not None:
         model.load_state_dict(model_state_from(load_checkpoint(checkpoint)))
     return model
@@ -261,4 +271,6 @@ def build_dataset_from_config(
 ) -> Dataset:
     """The dataset of ``split`` (``train``, ``val`` or ``test``) that training would build."""
     cfg = compose_config(overrides, trust_code=trust_code)
-    return build_test_dataset(cfg) if split == "test" else build_dataset(cfg, split)
+    if split == "test":
+        return build_test_dataset(cfg, trust_code=trust_code)
+    return build_dataset(cfg, split, trust_code=trust_code)

@@ -28,7 +28,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnlvideo.data.lists import CATEGORY_FILENAME, VideoRecord, read_video_list  # noqa: E402
+from rnlvideo.data.lists import (  # noqa: E402
+    CATEGORY_FILENAME,
+    VideoRecord,
+    path_under,
+    read_video_list,
+)
 from rnlvideo.data.packed import (  # noqa: E402
     PackedFormatError,
     pack_folder,
@@ -122,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path, rs in lists:
         print(f"{path}: {len(rs)} videos")
-    folders = {frame_root / r.path: r.num_frames for r in records.values()}
+    try:
+        folders = {path_under(frame_root, r.path): r.num_frames for r in records.values()}
+    except ValueError as error:  # UnsafePathError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for parent in {folder.parent for folder in folders}:
         if parent.is_dir():
             remove_stale_temporaries(parent)

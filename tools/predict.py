@@ -16,9 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnlvideo  # noqa: E402
 from rnlvideo.analysis.classify import ClassScore  # noqa: E402
-from rnlvideo.analysis.tool_args import TRUST_FLAG, split_tool_args  # noqa: E402
-from rnlvideo.checkpoint import CheckpointError  # noqa: E402
-from rnlvideo.config import ConfigError  # noqa: E402
+from rnlvideo.analysis.tool_args import TOOL_ERRORS, TRUST_FLAG, split_tool_args  # noqa: E402
+from rnlvideo.text import printable  # noqa: E402
 
 USAGE = (
     "usage: python tools/predict.py ckpt=PATH input=PATH [topk=5] [--trust-code] [key=value ...]"
@@ -27,10 +26,10 @@ USAGE = (
 
 def main(argv: list[str]) -> list[ClassScore]:
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
-    own, overrides = split_tool_args(argv, ("ckpt", "input", "topk"))
-    if "ckpt" not in own or "input" not in own:
-        sys.exit(USAGE)
     try:
+        own, overrides = split_tool_args(argv, ("ckpt", "input", "topk"))
+        if "ckpt" not in own or "input" not in own:
+            raise ValueError(USAGE)
         ranked = rnlvideo.classify(
             own["ckpt"],
             own["input"],
@@ -38,12 +37,13 @@ def main(argv: list[str]) -> list[ClassScore]:
             overrides=overrides,
             trust_code=TRUST_FLAG in own,
         )
-    except (CheckpointError, ConfigError, FileNotFoundError) as err:
-        logging.getLogger("predict").error("%s", err)
+    except TOOL_ERRORS as err:
+        logging.getLogger("predict").error("%s", printable(str(err), keep_newlines=True))
         sys.exit(2)
-    print(f"{own['input']}:")
+    # Class names come from the checkpoint: escaped, so that they cannot fake this output.
+    print(f"{printable(str(own['input']))}:")
     for rank, entry in enumerate(ranked, start=1):
-        print(f"{rank:2d}. {entry.probability:6.3f}  {entry.name}  [{entry.index}]")
+        print(f"{rank:2d}. {entry.probability:6.3f}  {printable(entry.name)}  [{entry.index}]")
     return ranked
 
 

@@ -22,9 +22,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnlvideo  # noqa: E402
-from rnlvideo.analysis.tool_args import TRUST_FLAG, split_tool_args  # noqa: E402
-from rnlvideo.checkpoint import CheckpointError  # noqa: E402
-from rnlvideo.config import ConfigError, DatasetNotFoundError  # noqa: E402
+from rnlvideo.analysis.tool_args import TOOL_ERRORS, TRUST_FLAG, split_tool_args  # noqa: E402
+from rnlvideo.text import printable  # noqa: E402
 
 logger = logging.getLogger("test")
 USAGE = (
@@ -34,16 +33,16 @@ USAGE = (
 
 def main(argv: list[str]) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    own, overrides = split_tool_args(argv, ("ckpt", "out"))
-    if "ckpt" not in own:
-        sys.exit(USAGE)
-    paths = own["ckpt"] if isinstance(own["ckpt"], list) else [own["ckpt"]]
     try:
+        own, overrides = split_tool_args(argv, ("ckpt", "out"))
+        if "ckpt" not in own:
+            raise ValueError(USAGE)
+        paths = own["ckpt"] if isinstance(own["ckpt"], list) else [own["ckpt"]]
         metrics = rnlvideo.evaluate(
             paths, overrides=overrides, out_dir=own.get("out"), trust_code=TRUST_FLAG in own
         )
-    except (CheckpointError, ConfigError, DatasetNotFoundError, FileNotFoundError) as err:
-        logger.error("%s", err)
+    except TOOL_ERRORS as err:
+        logger.error("%s", printable(str(err), keep_newlines=True))
         sys.exit(2)
     protocol = metrics["protocol"]
     logger.info(

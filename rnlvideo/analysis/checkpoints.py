@@ -20,6 +20,7 @@ from rnlvideo.checkpoint import (
     model_state_from,
     stored_class_names,
     stored_config,
+    stored_progress,
 )
 from rnlvideo.config import apply_overrides, build_model, validate_config
 from rnlvideo.engine.reports import class_names_for
@@ -30,7 +31,9 @@ class TrainedModel:
     """``model`` (eval mode) with ``path``'s weights, built from ``cfg``.
 
     ``epoch``: epochs it trained; ``class_names``: one name per output (the class indices
-    when the checkpoint stores none and no category file is found).
+    when the checkpoint stores none and no category file is found); ``trust_code``: whether
+    the caller allowed the config to name code outside rnlvideo's builders (the datasets built
+    from ``cfg`` need the same permission).
     """
 
     path: Path | None
@@ -38,6 +41,7 @@ class TrainedModel:
     model: nn.Module
     epoch: int
     class_names: list[str]
+    trust_code: bool = False
 
 
 def load_trained_model(
@@ -59,16 +63,25 @@ def load_trained_model(
     path = Path(path)
     state = load_checkpoint(path)
     cfg = validate_config(stored_config(state, path), trust_code=trust_code, stored=True)
+    epoch = stored_progress(state, path).get("epoch", 0)
+    names = stored_class_names(state, path)
+    if names is not None and len(names) != cfg.data.num_classes:
+        raise CheckpointError(
+            f"{path}: stores {len(names)} class names for data.num_classes={cfg.data.num_classes}"
+        )
     if overrides:
         cfg = apply_overrides(cfg, overrides, trust_code=trust_code)
-    model = build_model(cfg, load_weights=False)
+    model = build_model(cfg, load_weights=False, trust_code=trust_code)
     try:
         model.load_state_dict(model_state_from(state))
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit its config's model: {err}") from None
+    except (RuntimeError, TypeError, AttributeError) as err:
+        reason = str(err).splitlines()[0]
+        raise CheckpointError(
+            f"{path}: the weights do not fit its config's model: {reason}"
+        ) from None
     model.eval()
-    names = stored_class_names(state) or class_names_for(
-        cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
-    )
-    epoch = int(state.get("progress", {}).get("epoch", 0))
-    return TrainedModel(path=path, cfg=cfg, model=model, epoch=epoch, class_names=names)
+    if names is None:
+        names = class_names_for(
+            cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
+        )
+    return TrainedModel(path, cfg, model, epoch, names, trust_code)

@@ -6,9 +6,28 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from rnlvideo.data.frames import VideoDataError
 
 # Allows a config to name code outside rnlvideo's builders (README "Trust").
 TRUST_FLAG = "--trust-code"
+# What the tools report as one message with exit status 2 (other errors are bugs and keep their
+# traceback): config, checkpoint, list and path errors are ValueErrors; missing files and
+# failed writes OSErrors; unreadable videos VideoDataErrors.
+TOOL_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, VideoDataError)
+
+
+def misspelt_trust_flag(argv: Sequence[str]) -> str | None:
+    """The first argument that looks like :data:`TRUST_FLAG` misspelt (``--trust_code``)."""
+    for arg in argv:
+        if arg != TRUST_FLAG and arg.lstrip("-").lower().replace("_", "-") in (
+            "trust-code",
+            "trustcode",
+            "trust",
+        ):
+            return arg
+    return None
 
 
 def parse_value(text: str) -> Any:
@@ -19,7 +38,10 @@ def parse_value(text: str) -> Any:
     """
     if not text.startswith("["):
         return text
-    return OverridesParser.create().parse_override(f"value={text}").value()
+    try:
+        return OverridesParser.create().parse_override(f"value={text}").value()
+    except HydraException as err:
+        raise ValueError(f"cannot read the list {text!r}: {str(err).splitlines()[0]}") from None
 
 
 def split_tool_args(argv: Sequence[str], names: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
@@ -28,6 +50,9 @@ def split_tool_args(argv: Sequence[str], names: Iterable[str]) -> tuple[dict[str
     Returns ``({name: parsed value}, remaining overrides in order)``; the flag
     :data:`TRUST_FLAG`, when given, appears in the dict with the value True.
     """
+    misspelt = misspelt_trust_flag(argv)
+    if misspelt:
+        raise ValueError(f"unknown option {misspelt}: did you mean {TRUST_FLAG}?")
     names = set(names)
     own: dict[str, Any] = {}
     overrides: list[str] = []

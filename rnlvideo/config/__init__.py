@@ -3,7 +3,15 @@
 Nothing here imports the engine; checkpoints are read by :mod:`rnlvideo.checkpoint`.
 """
 
-from rnlvideo.config.build import DATA_SPLITS, build_dataset, build_model, check_dataset_on_disk
+from rnlvideo.config.build import (
+    DATA_SPLITS,
+    build_dataset,
+    build_model,
+    check_category_file,
+    check_dataset_on_disk,
+    config_node,
+    instantiate,
+)
 from rnlvideo.config.compose import (
     CONFIG_DIR,
     apply_overrides,
@@ -26,8 +34,11 @@ __all__ = [
     "apply_overrides",
     "build_dataset",
     "build_model",
+    "check_category_file",
     "check_dataset_on_disk",
+    "config_node",
     "compose_config",
+    "instantiate",
     "portable_config",
     "register_schemas",
     "validate_config",

@@ -18,15 +18,17 @@ import inspect
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from rnlvideo.config.build import config_node
+from rnlvideo.config.targets import resolve_target
 from rnlvideo.data.decoders import read_video_frames
 from rnlvideo.data.frames import (
     DEFAULT_MIN_FRAMES,
@@ -37,13 +39,15 @@ from rnlvideo.data.frames import (
 )
 from rnlvideo.data.lists import (
     VideoRecord,
+    check_filename_template,
     check_label,
     check_list_path,
     iter_list_lines,
     parse_list_line,
+    path_under,
     read_categories,
 )
-from rnlvideo.data.packed import PackedFormatError, PackedFrames, packed_path
+from rnlvideo.data.packed import PACK_SUFFIX, PackedFormatError, PackedFrames
 from rnlvideo.data.video import VideoFileDataset
 
 logger = logging.getLogger(__name__)
@@ -106,9 +110,12 @@ class SplitReport:
         return Counter(problem.kind for problem in self.problems)
 
 
-def list_settings(node: DictConfig) -> ListSettings:
-    """The settings of a ``data.<split>`` node, with the dataset class's defaults filled in."""
-    cls = get_class(node._target_)
+def list_settings(node: Mapping[str, Any], path: str = "data") -> ListSettings:
+    """The settings of a plain ``data.<split>`` node (at ``path``), with the dataset class's
+    defaults filled in; only rnlvideo's own dataset classes can be checked."""
+    cls = resolve_target(node, path)
+    if not isinstance(cls, type):
+        raise ValueError(f"{path}: cannot check {cls!r}: expected a frame or video dataset")
     if issubclass(cls, VideoFileDataset):
         kind = "video"
     elif issubclass(cls, FrameFolderDataset):
@@ -120,7 +127,8 @@ def list_settings(node: DictConfig) -> ListSettings:
         for name, parameter in inspect.signature(cls).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
-    values.update(OmegaConf.to_container(node, resolve=True))
+    values.update(node)
+    check_filename_template(values.get("filename_tmpl", "{:05d}.jpg"), f"{path}.filename_tmpl")
     return ListSettings(
         kind=kind,
         root=Path(values["root"]),
@@ -163,7 +171,7 @@ def _decode_frames(
 def check_packed_file(settings: ListSettings, record: VideoRecord, decode: bool) -> list[Problem]:
     """Problems of one packed frame file: missing, truncated or corrupt, frame count; with
     ``decode``, every frame's checksum and JPEG data."""
-    path = packed_path(settings.root / record.path)
+    path = path_under(settings.root, f"{record.path}{PACK_SUFFIX}")
     try:
         packed = PackedFrames(path)
     except FileNotFoundError:
@@ -199,7 +207,7 @@ def check_packed_file(settings: ListSettings, record: VideoRecord, decode: bool)
 
 def check_frame_folder(settings: ListSettings, record: VideoRecord, decode: bool) -> list[Problem]:
     """Problems of one frame folder: missing, frame count, absent or unreadable frames."""
-    folder = settings.root / record.path
+    folder = path_under(settings.root, record.path)
     try:
         present = set(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
@@ -238,7 +246,7 @@ def check_video_file(settings: ListSettings, record: VideoRecord, decode: bool) 
     The probe opens the container, compares its frame count with the list's and decodes the
     first and last frames.
     """
-    path = settings.root / record.path
+    path = path_under(settings.root, record.path)
     if not path.is_file():
         return [Problem("missing", str(path), "video file not found")]
     if path.stat().st_size == 0:
@@ -379,7 +387,7 @@ def check_list(
 
 def check_split(cfg: DictConfig, split: str, decode: bool = False, workers: int = 1) -> SplitReport:
     """Check ``cfg.data.<split>``'s list against the disk, as training would load it."""
-    settings = list_settings(cfg.data[split])
+    settings = list_settings(config_node(cfg, f"data.{split}"), f"data.{split}")
     return check_list(split, settings, cfg.data.num_classes, decode, workers)
 
 

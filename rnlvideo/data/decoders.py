@@ -255,30 +255,47 @@ def _reason(exc: BaseException) -> str:
     return re.sub(r"^\w+, \S+:\d+, ", "", str(exc))
 
 
+class _CheckedReader:
+    """A backend's reader whose decoding errors become :class:`VideoDataError` naming the file."""
+
+    def __init__(self, reader: VideoReader, backend: str) -> None:
+        self._reader, self._backend = reader, backend
+        self._errors = _backend_errors(backend)
+        self.path, self.num_frames = reader.path, reader.num_frames
+
+    def read(self, indices: Sequence[int]) -> tuple[torch.Tensor, np.ndarray]:
+        try:
+            return self._reader.read(indices)
+        except VideoDataError:
+            raise
+        except self._errors as exc:
+            raise VideoDataError(
+                f"cannot decode video {self.path} ({self._backend}): {_reason(exc)}"
+            ) from exc
+
+    def close(self) -> None:
+        self._reader.close()
+
+
 @contextmanager
 def open_video(path: str | Path, backend: str = "auto", num_threads: int = 1):
     """Open a video file with ``backend``; yields a :class:`VideoReader`, closed on exit.
 
-    A missing file, or one the backend cannot open or decode (in the ``with`` block too),
-    raises :class:`VideoDataError` naming it.
+    A missing file, or one the backend cannot open, or frames it cannot decode (``read``),
+    raise :class:`VideoDataError` naming it; other errors in the ``with`` block pass unchanged.
     """
     path = Path(path)
     name = resolve_backend(backend)
     if not path.is_file():
         raise VideoDataError(f"video not found: {path}")
-    errors = _backend_errors(name)
     try:
-        reader = _READERS[name](path, num_threads)
+        reader = _CheckedReader(_READERS[name](path, num_threads), name)
     except VideoDataError:
         raise
-    except errors as exc:
+    except _backend_errors(name) as exc:
         raise VideoDataError(f"cannot open video {path} ({name}): {_reason(exc)}") from exc
     try:
         yield reader
-    except VideoDataError:
-        raise
-    except errors as exc:
-        raise VideoDataError(f"cannot decode video {path} ({name}): {_reason(exc)}") from exc
     finally:
         reader.close()
 

@@ -29,6 +29,7 @@ from PIL import Image
 
 from rnlvideo.data.decoders import open_video, resolve_backend
 from rnlvideo.data.frames import VideoDataError
+from rnlvideo.data.lists import path_under
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,7 +165,7 @@ def _run_job(job: _Job) -> ExtractResult:
     folder = frame_folder_name(job.video)
     try:
         count = extract_video(
-            Path(job.video_root) / job.video, Path(job.frame_root) / folder, job.settings
+            path_under(job.video_root, job.video), path_under(job.frame_root, folder), job.settings
         )
     except (VideoDataError, OSError) as error:
         return ExtractResult(job.video, folder, None, error=str(error))
@@ -186,18 +187,20 @@ def extract_videos(
 
     Yields one :class:`ExtractResult` per video as it finishes, in any order: finished folders
     first (``skipped``, counted on disk), then the others, extracted by ``workers`` processes.
-    A video that fails gets its error in its result; the others go on.
+    A video that fails gets its error in its result; the others go on. A path that would leave
+    its root raises :class:`rnlvideo.data.lists.UnsafePathError` before anything is written.
     """
     settings = ExtractSettings(
         settings.short_side, settings.quality, settings.fps, resolve_backend(settings.video_backend)
     )
     frame_root = Path(frame_root)
     folders = {video: frame_folder_name(video) for video in videos}
-    remove_partial_folders({(frame_root / folder).parent for folder in folders.values()})
+    remove_partial_folders({path_under(frame_root, f).parent for f in folders.values()})
     todo = []
     for video, folder in folders.items():
-        if (frame_root / folder).is_dir():
-            yield ExtractResult(video, folder, len(os.listdir(frame_root / folder)), skipped=True)
+        done = path_under(frame_root, folder)
+        if done.is_dir():
+            yield ExtractResult(video, folder, len(os.listdir(done)), skipped=True)
         else:
             todo.append(_Job(video, str(video_root), str(frame_root), settings))
     if workers <= 1:

@@ -13,8 +13,15 @@ from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from rnlvideo.data.device_transforms import DeferredClip, DeviceTransform, defer_transform
-from rnlvideo.data.lists import VideoRecord, check_label, read_categories, read_video_list
-from rnlvideo.data.packed import PackedFormatError, PackedFrames, packed_path
+from rnlvideo.data.lists import (
+    VideoRecord,
+    check_filename_template,
+    check_label,
+    path_under,
+    read_categories,
+    read_video_list,
+)
+from rnlvideo.data.packed import PACK_SUFFIX, PackedFormatError, PackedFrames
 from rnlvideo.data.pathways import check_slowfast_alpha, with_pathways
 from rnlvideo.data.sampling import RANDOM_MODES, clips_per_sample, sample_offsets
 from rnlvideo.data.transforms import FrameSizeError, VideoTransform
@@ -316,9 +323,10 @@ class ClipDataset(Dataset):
     def video_location(self, record: VideoRecord) -> Path:
         """Where ``record``'s frame folder or file is: ``self.root / record.path``.
 
-        Subclasses set ``self.root``.
+        Subclasses set ``self.root``. A path that would leave the root raises
+        :class:`rnlvideo.data.lists.UnsafePathError` (never replaced by ``on_error``).
         """
-        return self.root / record.path
+        return path_under(self.root, record.path)
 
     def read_clip(self, record: VideoRecord, offsets_for: OffsetsFn) -> torch.Tensor:
         """Decode the frames at ``offsets_for(num_frames)``: uint8 ``(len(offsets), 3, H, W)``.
@@ -511,13 +519,17 @@ class FrameFolderDataset(ClipDataset):
                 f"{list_file}: frame folders need 'path num_frames label' lines; "
                 f"{len(uncounted)} lines have no frame count (first: {uncounted[0]})"
             )
+        check_filename_template(filename_tmpl)
         self.filename_tmpl = filename_tmpl
         self.start_index = start_index
         self._opened: dict[Path, PackedFrames] = {}  # packed files of the batch being read
 
     def packed_location(self, record: VideoRecord) -> Path:
-        """Where ``record``'s packed file is: its folder's location with ``.pack`` added."""
-        return packed_path(self.video_location(record))
+        """Where ``record``'s packed file is: ``self.root / (record.path + ".pack")``.
+
+        A path that would leave the root raises :class:`rnlvideo.data.lists.UnsafePathError`.
+        """
+        return path_under(self.root, f"{record.path}{PACK_SUFFIX}")
 
     def load_frames(self, record: VideoRecord, offsets: np.ndarray) -> torch.Tensor:
         """The frames at 0-based ``offsets`` as uint8 ``(len(offsets), 3, H, W)``."""
@@ -528,9 +540,12 @@ class FrameFolderDataset(ClipDataset):
             decoded = dict(zip(unique, frames, strict=True))
         else:
             where = self.video_location(record)
+            names = {
+                offset: self.filename_tmpl.format(offset + self.start_index) for offset in unique
+            }
             decoded = {
-                offset: load_frame(where / self.filename_tmpl.format(offset + self.start_index))
-                for offset in unique
+                offset: load_frame(path_under(self.root, record.path, name))
+                for offset, name in names.items()
             }
         sizes = {tuple(frame.shape) for frame in decoded.values()}
         if len(sizes) > 1:

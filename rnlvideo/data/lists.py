@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -105,6 +107,55 @@ def check_list_path(path: str, where: str) -> None:
         )
 
 
+class UnsafePathError(ValueError):
+    """A path built from a list or a config would leave its data root."""
+
+
+# A frame-index field: ``{}`` / ``{0}`` with an optional decimal width (``{:05d}``).
+_INDEX_SPEC = re.compile(r"0?\d*d?")
+
+
+def check_filename_template(template: str, where: str = "filename_tmpl") -> None:
+    """Refuse a frame-file template other than a relative path with one frame-index field.
+
+    ``{:05d}.jpg`` and ``img_{:05d}.jpg`` are fine; an absolute template, a ``..`` part,
+    control characters, no or several fields, or a field other than a decimal index raise
+    ``ValueError`` starting with ``where``.
+    """
+    if not isinstance(template, str):
+        raise ValueError(f"{where}={template!r}: expected a string such as '{{:05d}}.jpg'")
+    try:
+        fields = [f for f in string.Formatter().parse(template) if f[1] is not None]
+    except ValueError as err:
+        raise ValueError(f"{where}={template!r}: not a format string ({err})") from None
+    if len(fields) != 1:
+        raise ValueError(
+            f"{where}={template!r}: expected exactly one frame-index field such as {{:05d}}, "
+            f"found {len(fields)}"
+        )
+    _, name, spec, conversion = fields[0]
+    if name not in ("", "0") or conversion or not _INDEX_SPEC.fullmatch(spec or ""):
+        raise ValueError(
+            f"{where}={template!r}: the field must be the frame index as a decimal number, "
+            "such as {} or {:05d}"
+        )
+    check_list_path(template.format(1), f"{where}={template!r}")
+
+
+def path_under(root: str | Path, *parts: str) -> Path:
+    """``root / parts...``, refusing any part that is absolute or has a ``..`` component.
+
+    Every path the datasets open is built here, after the list and template checks, so that
+    nothing read from a file can point outside the data root. Symbolic links inside the root
+    are the dataset owner's and are followed.
+    """
+    for part in parts:
+        pure = PurePosixPath(part)
+        if not part or pure.is_absolute() or ".." in pure.parts or "\x00" in part:
+            raise UnsafePathError(f"{part!r} would leave the data root {root}")
+    return Path(root).joinpath(*parts)
+
+
 def check_label(label: int, num_classes: int, where: str) -> None:
     """Refuse a label outside ``[0, num_classes)``; the message starts with ``where``."""
     if not 0 <= label < num_classes:
@@ -133,7 +184,8 @@ def iter_list_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video list file not found: {path}")
-    with path.open(encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (some editors write one) is not part of the first path.
+    with path.open(encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
             if line.strip():
                 yield number, line.rstrip("\n")
@@ -143,16 +195,24 @@ def read_video_list(path: str | Path, num_classes: int | None = None) -> list[Vi
     """Parse and check a list file; blank lines are skipped.
 
     Every path must stay under the data root (:func:`check_list_path`) and, with
-    ``num_classes``, every label must lie in ``[0, num_classes)``. The first bad line raises
-    ``ValueError`` starting with ``file:line``.
+    ``num_classes``, every label must lie in ``[0, num_classes)``; a video listed twice would
+    count twice in every metric, so a repeated path is refused with both lines. The first bad
+    line raises ``ValueError`` starting with ``file:line``.
     """
     records = []
+    first_line: dict[str, int] = {}
     for number, line in iter_list_lines(path):
         where = f"{path}:{number}"
         record = parse_list_line(line, where)
         check_list_path(record.path, where)
         if num_classes is not None:
             check_label(record.label, num_classes, where)
+        if record.path in first_line:
+            raise ValueError(
+                f"{where}: video {record.path!r} is listed again (first at "
+                f"{path}:{first_line[record.path]}); each video may appear once"
+            )
+        first_line[record.path] = number
         records.append(record)
     return records
 
@@ -166,7 +226,7 @@ def read_categories(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"category file not found: {path}")
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         lines = [line.strip() for line in f]
     while lines and not lines[-1]:
         lines.pop()

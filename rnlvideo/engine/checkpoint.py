@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnlvideo.checkpoint import CheckpointError, load_checkpoint, model_state_from
+from rnlvideo.checkpoint import EPOCH_FILE, CheckpointError, load_checkpoint, model_state_from
 from rnlvideo.models.classifier import load_refitting_classifier
 
 logger = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
-EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
 
 
 def epoch_checkpoint_name(epoch: int) -> str:

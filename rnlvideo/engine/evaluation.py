@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from rnlvideo.config import check_dataset_on_disk
+from rnlvideo.config import ConfigError, check_dataset_on_disk, config_node, instantiate
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.data.frames import VideoDataError
 from rnlvideo.data.sampling import clips_per_sample
@@ -120,25 +119,29 @@ def protocol_dataset(
     crops: int = 1,
     sampling: str = "auto",
     crop_size: int | None = None,
+    trust_code: bool = False,
 ) -> Dataset:
     """The test split under a ``clips x crops`` protocol (``protocol.*``).
 
-    ``base`` is a dataset config node (``data.val``: ``_target_`` and keyword arguments); the
-    dataset is built from it with ``root`` and ``list_file``, the protocol's sampling and
-    ``num_clips``, and :func:`protocol_transform` instead of its own transform, so every dataset
-    class (frame folders, video files) and option (``on_error``, ...) of the data config works.
+    ``base`` is a plain dataset config node (``data.val``: ``_target_`` and keyword
+    arguments); the dataset is built from it with ``root`` and ``list_file``, the protocol's
+    sampling and ``num_clips``, and :func:`protocol_transform` instead of its own transform, so
+    every dataset class (frame folders, video files) and option (``on_error``, ...) of the data
+    config works. A test set never substitutes a video (``on_error='resample'`` is refused).
     ``dataset[i]`` is ``(C, T, S, S)`` for one view, else ``(clips * crops, C, T, S, S)``.
     """
-    kwargs = dict(OmegaConf.to_container(base, resolve=True) if OmegaConf.is_config(base) else base)
-    make_dataset = get_method(kwargs.pop("_target_"))
-    kwargs.update(
+    if base.get("on_error") == "resample":
+        raise ConfigError("data.val.on_error='resample': a test set never substitutes a video")
+    return instantiate(
+        base,
+        "data.val",
+        trust_code,
         root=root,
         list_file=list_file,
-        sampling=resolve_sampling(sampling, clips, kwargs.get("sampling", "tsn_val")),
+        sampling=resolve_sampling(sampling, clips, base.get("sampling", "tsn_val")),
         num_clips=clips,
         transform=protocol_transform(crops, input_size, scale_size, crop_size),
     )
-    return make_dataset(**kwargs)
 
 
 def describe_protocol(
@@ -172,20 +175,22 @@ def describe_protocol(
     }
 
 
-def build_test_dataset(cfg: DictConfig) -> Dataset:
+def build_test_dataset(cfg: DictConfig, trust_code: bool = False) -> Dataset:
     """The test split of ``cfg``: ``data.val``'s videos under the protocol ``cfg.protocol``."""
     check_dataset_on_disk(cfg, "val")
+    base = config_node(cfg, "data.val")
     protocol = cfg.protocol
     return protocol_dataset(
-        base=cfg.data.val,
-        root=cfg.data.val.root,
-        list_file=cfg.data.val.list_file,
+        base=base,
+        root=base["root"],
+        list_file=base["list_file"],
         input_size=cfg.data.input_size,
         scale_size=cfg.data.scale_size,
         clips=protocol.clips,
         crops=protocol.crops,
         sampling=protocol.sampling,
         crop_size=protocol.crop_size,
+        trust_code=trust_code,
     )
 
 

@@ -6,6 +6,7 @@ import fcntl
 import fnmatch
 import os
 import socket
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rnlvideo.engine.checkpoint import BEST, EPOCH_FILE, LAST
+from rnlvideo.text import printable
 
 LOCK_FILE = ".lock"
 # Keys whose change does not stop an automatic resume (README "Resuming").
@@ -53,30 +55,78 @@ class RunLock:
     """An exclusive lock on a run directory, held while this process lives.
 
     ``flock`` on ``<run_dir>/.lock``: the kernel releases it when the process ends, however it
-    ends, so a crashed run never leaves a stale lock. The file names the holder.
+    ends, so a crashed run never leaves a stale lock. The lock file is opened without following
+    a symbolic link and must be a regular file. Taking the lock changes nothing on disk but
+    what it has to create (the directory, an empty ``.lock``); :meth:`accept` then writes the
+    holder into the file, and :meth:`release` of a lock never accepted removes what it created,
+    so a refused launch leaves the directory as it found it.
     """
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        run_dir = Path(run_dir)
+        self.path = run_dir / LOCK_FILE
+        self._fd: int | None = None
+        self._created: list[Path] = []
+        self._accepted = False
+        missing = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._created = list(missing)  # deepest first
+        existed = os.path.lexists(self.path)
+        try:
+            self._fd = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644
+            )
+        except OSError as err:
+            self._remove_created()
+            kind = "a symbolic link" if os.path.islink(self.path) else "not a regular file"
+            raise RunDirectoryError(
+                f"{self.path} is {kind} ({err.strerror}); the run lock must be a regular file: "
+                "remove it or choose another output_dir"
+            ) from None
+        if not existed:
+            self._created.insert(0, self.path)
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            self.release()
+            raise RunDirectoryError(
+                f"{self.path} is not a regular file; the run lock must be one: remove it or "
+                "choose another output_dir"
+            )
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = self.path.read_text().strip() or "unknown process"
-            os.close(self._fd)
-            self._fd = None
+            holder = os.pread(self._fd, 4096, 0).decode("utf-8", "replace").strip()
+            self.release()
             raise RunDirectoryError(
-                f"{self.path.parent} is in use by another run ({holder}); wait for it to end "
-                "or choose another output_dir"
+                f"{self.path.parent} is in use by another run ({printable(holder) or 'unknown'}); "
+                "wait for it to end or choose another output_dir"
             ) from None
+
+    def accept(self) -> None:
+        """The launch goes ahead: name this process as the holder in the lock file."""
+        if self._fd is None:
+            raise RunDirectoryError(f"{self.path}: the lock is not held")
         os.ftruncate(self._fd, 0)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}".encode())
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {stamp}"
+        os.pwrite(self._fd, holder.encode(), 0)
+        self._accepted = True
 
     def release(self) -> None:
+        """Unlock; before :meth:`accept`, also remove the lock file and directories this lock
+        created (when they are still empty)."""
         if self._fd is not None:
+            if not self._accepted:
+                self._remove_created()
             os.close(self._fd)
             self._fd = None
+
+    def _remove_created(self) -> None:
+        for path in self._created:
+            try:
+                path.unlink() if path == self.path else path.rmdir()
+            except OSError:
+                break  # not empty any more: keep it and what holds it
+        self._created = []
 
     def __del__(self) -> None:
         self.release()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -24,8 +25,18 @@ from rnlvideo.checkpoint import (
     load_checkpoint,
     model_state_from,
     stored_config,
+    stored_progress,
 )
-from rnlvideo.config import build_dataset, build_model, portable_config
+from rnlvideo.config import (
+    ConfigError,
+    build_dataset,
+    build_model,
+    check_category_file,
+    config_node,
+    instantiate,
+    portable_config,
+)
+from rnlvideo.config.validation import check_stored_values, resolved_container
 from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.engine import checkpoint as ckpt
@@ -64,8 +75,9 @@ from rnlvideo.engine.run_dir import (
     is_resumable_change,
     resume_candidates,
 )
+from rnlvideo.engine.run_log import PendingLog
 from rnlvideo.engine.samplers import ResumableDistributedSampler
-from rnlvideo.files import link_atomic, remove_stale_temporaries, save_atomic, write_text_atomic
+from rnlvideo.files import copy_atomic, remove_stale_temporaries, save_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -134,17 +146,35 @@ class Trainer:
     the config did not change in ways that would silently make another run
     (:func:`rnlvideo.engine.run_dir.is_resumable_change`); ``force`` continues anyway;
     ``never`` refuses a directory that holds checkpoints; ``overwrite`` deletes them and starts
-    over; a path resumes from that file (changes are logged). Stop signals write ``last.pt``
-    at the next optimiser step and raise :class:`Preempted`.
+    over; a path resumes from that file (changes are logged). A directory whose checkpoints
+    all fail to load is refused with each file's error (start over with ``overwrite``).
+
+    Everything that can refuse the launch (the lock, the resume policy, the config and batch
+    checks, the datasets, the model) runs before anything is written, so a refused launch
+    leaves the run directory unchanged. Once accepted, the run writes its files: the lock's
+    holder, ``config_resolved.yaml``, ``run_files`` (``{relative path: text}``, e.g. Hydra's
+    ``.hydra/`` records), ``param_groups.json``, ``train.log`` (through ``run_log``) and ``tb/``.
+    Stop signals write ``last.pt`` at the next optimiser step and raise :class:`Preempted`.
+    ``trust_code`` allows the config's ``_target_`` names outside rnlvideo's builders.
     """
 
-    def __init__(self, cfg: DictConfig, ctx: DistContext, run_dir: str | Path) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        ctx: DistContext,
+        run_dir: str | Path,
+        trust_code: bool = False,
+        run_files: Mapping[str, str] | None = None,
+        run_log: PendingLog | None = None,
+    ) -> None:
         self.cfg = cfg
         self.tcfg = cfg.train
         self.ctx = ctx
         self.device = ctx.device
         self.run_dir = Path(run_dir)
+        self.trust_code = trust_code
         self._lock: RunLock | None = None
+        self._resume_state: dict[str, Any] | None = None
         self.writer: SummaryWriter | None = None
         self.plan = plan_batches(
             self.tcfg.batch_size,
@@ -155,11 +185,12 @@ class Trainer:
         )
         logger.info("%s", self.plan.describe())
         try:
-            resume_from = call_on_main(ctx, self._prepare_run_dir)
+            resume_from = call_on_main(ctx, self._claim_run_dir)
             seed_everything(cfg.seed + ctx.rank, self.tcfg.deterministic)
 
-            self.train_set = build_dataset(cfg, "train")
-            self.val_set = build_dataset(cfg, "val")
+            self.train_set = build_dataset(cfg, "train", trust_code)
+            self.val_set = build_dataset(cfg, "val", trust_code)
+            check_category_file(cfg)
             check_class_count(cfg.data.category_file, cfg.data.num_classes)
             self.class_names = class_names_for(
                 cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
@@ -186,23 +217,24 @@ class Trainer:
             self.criterion = nn.CrossEntropyLoss()
             self.progress = Progress()
             self.signals = StopSignals()
-            if ctx.is_main:
-                self.writer = SummaryWriter(self.run_dir / "tb")
             if resume_from is not None:
                 self._resume(Path(resume_from))
             elif self.tcfg.finetune_from:
                 ckpt.load_finetune_weights(self.bare_model, self.tcfg.finetune_from)
                 logger.info("fine-tuning from the weights of %s", self.tcfg.finetune_from)
+            call_on_main(ctx, lambda: self._accept_run_dir(run_files or {}, run_log))
+            if ctx.is_main:
+                self.writer = SummaryWriter(self.run_dir / "tb")
         except BaseException:
-            self.close()  # release the run directory
+            self.close()  # release the run directory (and undo the lock of a refused launch)
             raise
 
     # ----------------------------------------------------------------------------- set-up
-    def _prepare_run_dir(self) -> str | None:
-        """Rank 0: check ``train.resume`` against the directory, lock it, pick the checkpoint.
+    def _claim_run_dir(self) -> str | None:
+        """Rank 0: lock the directory, apply ``train.resume``, pick the checkpoint to resume.
 
-        Returns the checkpoint to resume from (None: a new run). ``never`` on a directory
-        with checkpoints fails before anything is written.
+        Writes nothing (see :meth:`_accept_run_dir`). Returns the checkpoint to resume from
+        (None: a new run).
         """
         mode = self.tcfg.resume
         found = existing_checkpoints(self.run_dir) if self.run_dir.is_dir() else []
@@ -213,33 +245,56 @@ class Trainer:
                 "touched. Continue that run with train.resume=auto, replace it with "
                 "train.resume=overwrite, or choose another output_dir."
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if mode not in RESUME_MODES and not Path(mode).is_file():
+            raise FileNotFoundError(f"train.resume={mode}: no such checkpoint file")
         self._lock = RunLock(self.run_dir)
+        if mode in ("never", "overwrite"):
+            return None
+        if mode not in RESUME_MODES:
+            return mode
+        failures = []
+        for path in resume_candidates(self.run_dir):
+            try:
+                self._resume_state = load_checkpoint(path)
+            except CheckpointError as err:
+                failures.append(str(err))
+                logger.warning("%s; trying an older checkpoint", err)
+                continue
+            if failures:
+                logger.warning("resuming from %s: the newer checkpoints do not load", path.name)
+            return str(path)
+        if failures:
+            listed = "\n".join(f"  {failure}" for failure in failures)
+            raise RunDirectoryError(
+                f"{self.run_dir} holds checkpoints but none of them loads:\n{listed}\n"
+                "Nothing was touched. Restore a checkpoint, or start over with "
+                "train.resume=overwrite."
+            )
+        return None
+
+    def _accept_run_dir(self, run_files: Mapping[str, str], run_log: PendingLog | None) -> None:
+        """Rank 0, once nothing refuses the launch: write the run's files."""
+        self._lock.accept()
+        if run_log is not None:
+            run_log.write_to(self.run_dir / "train.log")
         remove_stale_temporaries(self.run_dir)
-        if mode == "overwrite":
-            for path in found:
+        if self.tcfg.resume == "overwrite":
+            for path in existing_checkpoints(self.run_dir):
                 path.unlink()
                 logger.warning("train.resume=overwrite: deleted %s", path)
         write_text_atomic(
             self.run_dir / "config_resolved.yaml", OmegaConf.to_yaml(self.cfg, resolve=True)
         )
-        if mode in ("never", "overwrite"):
-            return None
-        if mode not in RESUME_MODES:
-            if not Path(mode).is_file():
-                raise FileNotFoundError(f"train.resume={mode}: no such checkpoint file")
-            return mode
-        for path in resume_candidates(self.run_dir):
-            try:
-                load_checkpoint(path)
-            except CheckpointError as err:
-                logger.warning("%s; falling back to an older checkpoint", err)
-                continue
-            return str(path)
-        return None
+        for relative, text in run_files.items():
+            write_text_atomic(self.run_dir / relative, text)
+        write_groups(
+            self.run_dir / "param_groups.json",
+            describe_groups(self.optimizer),
+            self.cfg.optim.policy,
+        )
 
     def _build_model(self) -> nn.Module:
-        model = build_model(self.cfg)
+        model = build_model(self.cfg, trust_code=self.trust_code)
         if self.tcfg.freeze_bn:
             freeze_batchnorm(model)
         if self.tcfg.sync_bn and self.ctx.is_distributed:
@@ -256,17 +311,21 @@ class Trainer:
         return model
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        optimizer = instantiate(self.cfg.optim, model=self.bare_model, lr=self.plan.lr)
+        node = config_node(self.cfg, "optim")
+        optimizer = instantiate(
+            node, "optim", self.trust_code, model=self.bare_model, lr=self.plan.lr
+        )
         if self.ctx.is_main:
             groups = describe_groups(optimizer)
             policy = self.cfg.optim.policy
             logger.info("parameter groups (optim.policy=%s):\n%s", policy, format_groups(groups))
-            write_groups(self.run_dir / "param_groups.json", groups, policy)
         return optimizer
 
     def _instantiate_scheduler(self):
         return instantiate(
-            self.cfg.schedule,
+            config_node(self.cfg, "schedule"),
+            "schedule",
+            self.trust_code,
             optimizer=self.optimizer,
             steps_per_epoch=self.steps_per_epoch,
             epochs=self.tcfg.epochs,
@@ -290,11 +349,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------- resuming
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path)
+        state, self._resume_state = self._resume_state or load_checkpoint(path), None
         forced = self.tcfg.resume != "auto"  # force, or an explicit checkpoint path
         self._check_config_unchanged(state, path, forced)
-        self.load_training_state(state)
+        self.load_training_state(state, path)
         stored_layout = state.get("batch_layout", {})
+        if not isinstance(stored_layout, dict) or not all(
+            isinstance(v, int) for v in stored_layout.values()
+        ):
+            raise CheckpointError(f"{path}: batch_layout must map names to integers")
         layout = self.batch_layout()
         stored_total = stored_layout.get("total_batch_size", layout["total_batch_size"])
         if stored_total != layout["total_batch_size"]:
@@ -340,8 +403,13 @@ class Trainer:
         )
 
     def _check_config_unchanged(self, state: dict[str, Any], path: Path, forced: bool) -> None:
-        stored = OmegaConf.to_container(OmegaConf.create(stored_config(state, path)), resolve=True)
-        current = OmegaConf.to_container(self.cfg, resolve=True)
+        container = stored_config(state, path)
+        try:
+            check_stored_values(container)
+            stored = resolved_container(OmegaConf.create(container))
+        except (ConfigError, OmegaConfBaseException) as err:
+            raise CheckpointError(f"{path}: its stored config cannot be compared: {err}") from None
+        current = resolved_container(self.cfg)
         changes = [c for c in config_changes(stored, current) if not is_resumable_change(c)]
         if not changes:
             return
@@ -370,7 +438,22 @@ class Trainer:
             **checkpoint_metadata(portable_config(self.cfg), self.class_names),
         }
 
-    def load_training_state(self, state: dict[str, Any]) -> None:
+    def load_training_state(self, state: dict[str, Any], path: str | Path = "checkpoint") -> None:
+        """Continue from a training checkpoint's weights, optimiser, schedule, progress and
+        RNG streams; raises CheckpointError naming ``path`` when they do not fit this run."""
+        progress = Progress(**stored_progress(state, path))
+        try:
+            self._load_states(state)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            if isinstance(err, ResumeRefusedError):
+                raise
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointError(
+                f"{path}: its training state does not fit this run ({reason})"
+            ) from None
+        self.progress = progress
+
+    def _load_states(self, state: dict[str, Any]) -> None:
         self.bare_model.load_state_dict(model_state_from(state))
         stored_groups = len(state["optimizer"]["param_groups"])
         if stored_groups != len(self.optimizer.param_groups):
@@ -381,9 +464,12 @@ class Trainer:
                 "alone with train.finetune_from=PATH."
             )
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        schedule = state["scheduler"]
+        unknown = set(schedule) - set(self.scheduler.state_dict())
+        if unknown:
+            raise ValueError(f"unknown scheduler entries {sorted(unknown)}")
+        self.scheduler.load_state_dict(schedule)
         self.scaler.load_state_dict(state["scaler"])
-        self.progress = Progress(**state["progress"])
         rng = state["rng"]
         if state.get("world_size") == self.ctx.world_size and len(rng) > self.ctx.rank:
             ckpt.restore_rng_state(rng[self.ctx.rank])
@@ -410,7 +496,7 @@ class Trainer:
         first, *others = names
         save_atomic(state, self.run_dir / first)
         for name in others:
-            link_atomic(self.run_dir / first, self.run_dir / name)
+            copy_atomic(self.run_dir / first, self.run_dir / name)
         ckpt.prune_epoch_checkpoints(
             self.run_dir, self.progress.epoch_files, self.tcfg.keep_last_epochs
         )
@@ -658,7 +744,7 @@ class Trainer:
         (per-class accuracy, confusion matrix, per-video predictions) goes to
         ``eval_final_<protocol>/`` in the run directory.
         """
-        dataset = build_test_dataset(self.cfg)
+        dataset = build_test_dataset(self.cfg, self.trust_code)
         preds = predict_dataset(
             self.bare_model,
             dataset,
