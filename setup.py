@@ -7,6 +7,8 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (Path(__file__).parent / "rnlvideo" / "version.py").read_text()
 ).group(1)
 
+DECORD = 'decord>=0.6; platform_machine == "x86_64"'
+
 # Ranges known to work; constraints.txt pins the exact versions the project is tested with.
 setup(
     name="rnlvideo",
@@ -33,7 +35,10 @@ setup(
         "iopath>=0.1.7,<0.2",
     ],
     extras_require={
-        "video": ["decord>=0.6"],
-        "dev": ["pytest>=8", "ruff>=0.6", "av>=12", "decord>=0.6"],
+        # Video decoders (rnlvideo.data.decoders): PyAV everywhere (it bundles FFmpeg); decord
+        # only where it has wheels (x86_64). torchcodec needs the system's FFmpeg libraries.
+        "video": ["av>=14", DECORD],
+        "torchcodec": ["torchcodec>=0.17"],
+        "dev": ["pytest>=8", "ruff>=0.6", "av>=14", DECORD, "torchcodec>=0.17"],
     },
 )

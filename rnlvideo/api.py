@@ -143,8 +143,10 @@ def classify(
 
     Args:
         checkpoint_or_model: a checkpoint path or a model from :func:`load_model`.
-        video: a video file (decoded with decord), a folder of JPEG frames (sorted by name),
-            or the video's frames as a uint8 tensor ``(num_frames, 3, H, W)``.
+        video: a video file (decoded by ``data.video_backend``, e.g.
+            ``overrides=["data.video_backend=pyav"]``), a folder of JPEG frames (sorted by
+            name), a packed frame file (``.pack``) or the video's frames as a uint8 tensor
+            ``(num_frames, 3, H, W)``.
         topk: how many classes to return.
         protocol: the views averaged (default: the stored protocol, ``1x1``: one clip, centre
             crop); ``"2x3"`` averages the paper's 6 views.

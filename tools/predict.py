@@ -3,7 +3,8 @@
 The model, its data settings and class names come from the checkpoint; other ``key=value``
 arguments change keys of its stored config (e.g. ``protocol=2x3`` to average the paper's 6
 views instead of one centre-cropped clip). ``input`` is a folder of frames (sorted ``.jpg``
-files) or a video file (decoded with decord). ``--trust-code``: see tools/test.py.
+files), a packed frame file (``.pack``) or a video file (decoded by ``data.video_backend``:
+``auto``, ``pyav``, ``torchcodec`` or ``decord``). ``--trust-code``: see tools/test.py.
 This is a thin wrapper over :func:`rnlvideo.classify`.
 """
 

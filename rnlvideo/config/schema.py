@@ -89,6 +89,11 @@ PROTOCOL_PRESETS = {
 }
 
 
+# rnlvideo/data/decoders.py (VIDEO_BACKENDS) and rnlvideo/data/frames.py (FRAME_STORES)
+VIDEO_BACKENDS = ("auto", "pyav", "torchcodec", "decord")
+FRAME_STORES = ("folders", "packed")
+
+
 @dataclass
 class DataConfig:
     """``data.*``: one dataset's location and shapes; ``train`` / ``val`` are dataset nodes."""
@@ -103,6 +108,8 @@ class DataConfig:
     min_frames: int = setting(3, min=1)
     device_transform: bool = False
     slowfast_alpha: int | None = setting(None, min=1)  # [slow, fast] clips for SlowFast models
+    video_backend: str = setting("auto", choices=VIDEO_BACKENDS)  # decoder of video files
+    frame_store: str = setting("folders", choices=FRAME_STORES)  # frame folders or packed files
     prepare_hint: str = ""
     train: Any = MISSING
     val: Any = MISSING

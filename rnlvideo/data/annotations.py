@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnlvideo.data.decoders import count_frames
+from rnlvideo.data.frames import VideoDataError
 from rnlvideo.data.lists import (
     CATEGORY_FILENAME,
     VIDEO_EXTENSIONS,
@@ -75,19 +77,16 @@ def count_files(folder: str | Path) -> int | None:
         return None
 
 
-def count_video_frames(path: str | Path) -> int | None:
-    """Frames of a video file as decord counts them; None if it is missing or unreadable.
-
-    An unreadable file is logged with decord's error.
+def count_video_frames(path: str | Path, video_backend: str = "auto") -> int | None:
+    """Frames of a video file as ``video_backend`` counts them (every backend counts the same);
+    None if it is missing or unreadable, which is logged with the decoder's error.
     """
-    import decord
-
     if not Path(path).is_file():
         return None
     try:
-        return len(decord.VideoReader(str(path), num_threads=1))
-    except (RuntimeError, decord.DECORDError) as exc:
-        logger.warning("cannot open video %s: %s", path, exc)
+        return count_frames(path, video_backend)
+    except VideoDataError as exc:
+        logger.warning("%s", exc)
         return None
 
 
@@ -272,18 +271,26 @@ def prepare_sthv1(
 
 
 def prepare_sthv2(
-    root: str | Path, videos_dir: str = "20bn-something-something-v2", count: bool = True
+    root: str | Path,
+    videos_dir: str = "20bn-something-something-v2",
+    count: bool = True,
+    video_backend: str = "auto",
 ) -> PreparedLists:
     """V2 lists from ``labels.json``, ``train.json``, ``validation.json`` in ``root``.
 
     ``category.txt`` in ``labels.json``'s index order; ``train_videolist.txt`` /
-    ``val_videolist.txt`` = ``<id>.webm num_frames class`` (decord's frame count; with
-    ``count=False`` ``<id>.webm class`` and the dataset reads the count when loading).
+    ``val_videolist.txt`` = ``<id>.webm num_frames class`` (the frame count as
+    ``video_backend`` decodes it; with ``count=False`` ``<id>.webm class`` and the dataset
+    reads the count when loading).
     """
     root = Path(root)
     categories = read_v2_labels(root / "labels.json")
     labels = label_index(categories)
-    counter = (lambda path: count_video_frames(root / videos_dir / path)) if count else None
+    counter = (
+        (lambda path: count_video_frames(root / videos_dir / path, video_backend))
+        if count
+        else None
+    )
     splits = {}
     for list_name, json_name in (
         ("train_videolist.txt", "train.json"),

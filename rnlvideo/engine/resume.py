@@ -65,6 +65,8 @@ RESUMABLE_CHANGES = (
     "data.*.root",
     "data.*.list_file",
     "data.category_file",
+    "data.frame_store",  # packed files hold the folders' JPEG bytes: the same pixels
+    "data.*.frame_store",
     "data.prepare_hint",
     "model.weights",
     "train.num_workers",
