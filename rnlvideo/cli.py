@@ -1,4 +1,5 @@
-"""Command-line arguments of the tools: their own ``key=value`` arguments beside Hydra's."""
+"""What the command-line tools share: their ``key=value`` arguments beside Hydra's overrides,
+the trust flag, and one-message refusals with their exit statuses."""
 
 from __future__ import annotations
 
@@ -11,17 +12,32 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from rnlvideo.data.frames import VideoDataError
+from rnlvideo.engine.distributed import MainRankError
+from rnlvideo.engine.resume import ResumeRefusedError, RunDirectoryError
+from rnlvideo.engine.trainer import NonFiniteLossError
 from rnlvideo.text import printable
 
 # Allows a config to name code outside rnlvideo's builders (README "Trust").
 TRUST_FLAG = "--trust-code"
-# What the tools report as one message with exit status 2 (other errors are bugs and keep their
-# traceback): config, checkpoint, list and path errors are ValueErrors; missing files and
-# failed writes OSErrors; unreadable videos VideoDataErrors.
-TOOL_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, VideoDataError)
+EXIT_FAILED = 1  # training failed after the launch was accepted
+EXIT_REFUSED = 2  # the launch or the command was refused; nothing was written
+# What the tools report as one message (other errors are bugs and keep their traceback):
+# config, checkpoint, list and path errors are ValueErrors; missing files and failed writes
+# OSErrors; unreadable videos VideoDataErrors; the run directory's and resume's refusals.
+TOOL_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    OSError,
+    VideoDataError,
+    RunDirectoryError,
+    ResumeRefusedError,
+    MainRankError,
+    NonFiniteLossError,
+)
 
 
-def exit_refused(logger: logging.Logger, err: BaseException, status: int = 2) -> NoReturn:
+def exit_refused(
+    logger: logging.Logger, err: BaseException, status: int = EXIT_REFUSED
+) -> NoReturn:
     """Report ``err`` as one escaped message (no traceback) and exit with ``status``."""
     logger.error("%s", printable(str(err) or type(err).__name__, keep_newlines=True))
     sys.exit(status)

@@ -54,14 +54,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.config import build_model, compose_config  # noqa: E402
-from rnlvideo.models import RNLBlock  # noqa: E402
-from rnlvideo.models.activation_checkpointing import CHECKPOINTING_MODES  # noqa: E402
-from rnlvideo.models.cost import format_table, release_form  # noqa: E402
-from rnlvideo.models.nonlocal_blocks import RegionAggregation  # noqa: E402
-from rnlvideo.models.reference import ReferenceRNLBlock  # noqa: E402
+from rnlvideo.config import build_model, compose_config
+from rnlvideo.models import RNLBlock
+from rnlvideo.models.activation_checkpointing import CHECKPOINTING_MODES
+from rnlvideo.models.cost import format_table, release_form
+from rnlvideo.models.nonlocal_blocks import RegionAggregation
+from rnlvideo.models.reference import ReferenceRNLBlock
 
 REFERENCE = "reference"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -11,7 +11,6 @@ the first clips are compared between backends (max abs difference, grey levels).
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.data.decoders import available_backends, read_video_frames  # noqa: E402
-from rnlvideo.data.encode import ENCODERS, write_video  # noqa: E402
-from rnlvideo.data.sampling import tsn_train_offsets  # noqa: E402
-from rnlvideo.data.synthetic import (  # noqa: E402
+from rnlvideo.data.decoders import available_backends, read_video_frames
+from rnlvideo.data.encode import ENCODERS, write_video
+from rnlvideo.data.sampling import tsn_train_offsets
+from rnlvideo.data.synthetic import (
     RenderSettings,
     class_names,
     plan_video,

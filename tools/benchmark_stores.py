@@ -36,14 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.data.frames import FRAME_STORES, FrameFolderDataset  # noqa: E402
-from rnlvideo.data.lists import read_video_list, write_lines  # noqa: E402
-from rnlvideo.data.packed import PackedFrames  # noqa: E402
-from rnlvideo.data.sampling import sample_offsets  # noqa: E402
-from rnlvideo.data.synthetic import class_names, generate_synthetic_dataset  # noqa: E402
-from rnlvideo.data.transforms import train_transform  # noqa: E402
+from rnlvideo.data.frames import FRAME_STORES, FrameFolderDataset
+from rnlvideo.data.lists import read_video_list, write_lines
+from rnlvideo.data.packed import PackedFrames
+from rnlvideo.data.sampling import sample_offsets
+from rnlvideo.data.synthetic import class_names, generate_synthetic_dataset
+from rnlvideo.data.transforms import train_transform
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 

@@ -30,11 +30,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.data.decoders import VIDEO_BACKENDS, resolve_backend  # noqa: E402
-from rnlvideo.data.extraction import ExtractSettings, extract_videos  # noqa: E402
-from rnlvideo.data.lists import (  # noqa: E402
+from rnlvideo.data.decoders import VIDEO_BACKENDS, resolve_backend
+from rnlvideo.data.extraction import ExtractSettings, extract_videos
+from rnlvideo.data.lists import (
     VIDEO_EXTENSIONS,
     VideoRecord,
     format_list_line,

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.data.synthetic import (  # noqa: E402
+from rnlvideo.data.synthetic import (
     dataset_is_complete,
     generate_synthetic_dataset,
     read_manifest,

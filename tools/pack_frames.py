@@ -26,21 +26,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.data.lists import (  # noqa: E402
+from rnlvideo.data.lists import (
     CATEGORY_FILENAME,
     VideoRecord,
     path_under,
     read_video_list,
 )
-from rnlvideo.data.packed import (  # noqa: E402
+from rnlvideo.data.packed import (
     PackedFormatError,
     pack_folder,
     packed_count,
     packed_path,
 )
-from rnlvideo.files import remove_stale_temporaries  # noqa: E402
+from rnlvideo.files import remove_stale_temporaries
 
 NAMED_FAILURES = 50
 

@@ -10,19 +10,16 @@ This is a thin wrapper over :func:`rnlvideo.classify`.
 
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rnlvideo  # noqa: E402
-from rnlvideo.analysis.classify import ClassScore  # noqa: E402
-from rnlvideo.cli import (  # noqa: E402
+import rnlvideo
+from rnlvideo.analysis.classify import ClassScore
+from rnlvideo.cli import (
     TOOL_ERRORS,
     TRUST_FLAG,
     exit_refused,
     split_tool_args,
 )
-from rnlvideo.text import printable  # noqa: E402
+from rnlvideo.text import printable
 
 USAGE = (
     "usage: python tools/predict.py ckpt=PATH input=PATH [topk=5] [--trust-code] [key=value ...]"

@@ -16,13 +16,10 @@ This is a thin wrapper over :func:`rnlvideo.evaluate`.
 
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rnlvideo  # noqa: E402
-from rnlvideo.cli import (  # noqa: E402
+import rnlvideo
+from rnlvideo.cli import (
     TOOL_ERRORS,
     TRUST_FLAG,
     exit_refused,

@@ -20,38 +20,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.cli import TRUST_FLAG, misspelt_trust_flag  # noqa: E402
-from rnlvideo.config import register_schemas, validate_config  # noqa: E402
-from rnlvideo.data.frames import VideoDataError  # noqa: E402
-from rnlvideo.engine.distributed import (  # noqa: E402
-    MainRankError,
+from rnlvideo.cli import (
+    EXIT_FAILED,
+    EXIT_REFUSED,
+    TOOL_ERRORS,
+    TRUST_FLAG,
+    exit_refused,
+    misspelt_trust_flag,
+)
+from rnlvideo.config import register_schemas, validate_config
+from rnlvideo.engine.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from rnlvideo.engine.preemption import EXIT_PREEMPTED, Preempted  # noqa: E402
-from rnlvideo.engine.resume import RunDirectoryError  # noqa: E402
-from rnlvideo.engine.run_log import PendingLog  # noqa: E402
-from rnlvideo.engine.runtime import quiet_non_main_ranks  # noqa: E402
-from rnlvideo.engine.trainer import NonFiniteLossError, ResumeRefusedError, Trainer  # noqa: E402
-from rnlvideo.text import printable  # noqa: E402
+from rnlvideo.engine.preemption import EXIT_PREEMPTED, Preempted
+from rnlvideo.engine.run_log import PendingLog
+from rnlvideo.engine.runtime import quiet_non_main_ranks
+from rnlvideo.engine.trainer import Trainer
 
 logger = logging.getLogger("train")
-EXIT_FAILED = 1
-EXIT_REFUSED = 2
-# What a refused launch or a failed run reports as one message (other errors are bugs and keep
-# their traceback): config, checkpoint, list and path errors are ValueErrors, missing files
-# and failed writes OSErrors.
-KNOWN_ERRORS = (
-    ValueError,
-    OSError,
-    RunDirectoryError,
-    ResumeRefusedError,
-    MainRankError,
-    VideoDataError,
-    NonFiniteLossError,
-)
 
 
 def run_config(cfg: DictConfig, trust_code: bool) -> DictConfig:
@@ -80,11 +67,6 @@ def hydra_records(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def stop(code: int, err: BaseException) -> None:
-    logger.error("%s", printable(str(err) or type(err).__name__, keep_newlines=True))
-    sys.exit(code)
-
-
 def main(cfg: DictConfig, trust_code: bool = False) -> float:
     run_log = PendingLog().install()
     try:
@@ -92,14 +74,14 @@ def main(cfg: DictConfig, trust_code: bool = False) -> float:
         try:
             cfg = run_config(cfg, trust_code)
         except ValueError as err:
-            stop(EXIT_REFUSED, err)
+            exit_refused(logger, err)
         ctx = init_distributed(cfg.train.device, timeout_s=cfg.train.dist_timeout_s)
         quiet_non_main_ranks(ctx)
         try:
             try:
                 trainer = Trainer(cfg, ctx, cfg.output_dir, trust_code, records, run_log)
-            except KNOWN_ERRORS as err:
-                stop(EXIT_REFUSED, err)
+            except TOOL_ERRORS as err:
+                exit_refused(logger, err)
             try:
                 metrics = trainer.fit()
             except Preempted as signal_stop:
@@ -107,8 +89,8 @@ def main(cfg: DictConfig, trust_code: bool = False) -> float:
                     "%s; last.pt written, relaunch the same command to resume", signal_stop
                 )
                 sys.exit(EXIT_PREEMPTED)
-            except KNOWN_ERRORS as err:
-                stop(EXIT_FAILED, err)
+            except TOOL_ERRORS as err:
+                exit_refused(logger, err, EXIT_FAILED)
         finally:
             cleanup_distributed()
         if ctx.is_main:

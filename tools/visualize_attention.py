@@ -15,18 +15,16 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.analysis.attention import attention_maps  # noqa: E402
-from rnlvideo.analysis.attention_plot import save_attention_png  # noqa: E402
-from rnlvideo.analysis.single_video import config_views  # noqa: E402
-from rnlvideo.cli import (  # noqa: E402
+from rnlvideo.analysis.attention import attention_maps
+from rnlvideo.analysis.attention_plot import save_attention_png
+from rnlvideo.analysis.single_video import config_views
+from rnlvideo.cli import (
     TOOL_ERRORS,
     TRUST_FLAG,
     split_tool_args,
 )
-from rnlvideo.engine.trained_model import load_trained_model  # noqa: E402
-from rnlvideo.text import printable  # noqa: E402
+from rnlvideo.engine.trained_model import load_trained_model
+from rnlvideo.text import printable
 
 USAGE = (
     "usage: python tools/visualize_attention.py ckpt=PATH video=PATH [block=layer2_0] "

@@ -12,12 +12,9 @@ written unless ``--allow-missing``); 2 unreadable annotations.
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from rnlvideo.data.annotations import prepare_sthv2, write_prepared_lists  # noqa: E402
-from rnlvideo.data.decoders import VIDEO_BACKENDS  # noqa: E402
+from rnlvideo.data.annotations import prepare_sthv2, write_prepared_lists
+from rnlvideo.data.decoders import VIDEO_BACKENDS
 
 logger = logging.getLogger("prepare_sthv2")
 
