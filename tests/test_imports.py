@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,50 @@ def test_the_top_level_names_load_on_first_use() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert "has no attribute 'no_such_name'" in result.stdout
+
+
+# Which parts of the package each part may import (docs/architecture.md, "Layers").
+ALLOWED_IMPORTS = {
+    "version": set(),
+    "files": set(),
+    "text": set(),
+    "checkpoint_format": {"version"},
+    "config": {"text"},
+    "models": set(),
+    "data": {"config", "files", "text"},
+    "engine": {"checkpoint_format", "config", "data", "files", "models", "text"},
+    "analysis": {"data", "engine", "config", "models", "text"},
+    "api": {"analysis", "config", "data", "engine", "models"},
+    "cli": {"data", "engine", "text"},
+    "rnlvideo": {"version", "api", "config"},
+}
+
+
+def _part(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "rnlvideo":
+        return None
+    return parts[1] if len(parts) > 1 else "rnlvideo"
+
+
+def test_no_import_runs_upward() -> None:
+    package = Path(__file__).resolve().parents[1] / "rnlvideo"
+    found: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package.parent).with_suffix("")
+        module = ".".join(p for p in relative.parts if p != "__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if _part(name) not in (None, _part(module)):
+                    found.setdefault(_part(module), set()).add(_part(name))
+    for part, imported in found.items():
+        assert imported <= ALLOWED_IMPORTS[part], (
+            f"{part} imports {imported - ALLOWED_IMPORTS[part]}"
+        )
