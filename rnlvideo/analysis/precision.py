@@ -53,9 +53,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def eval_logits(
-    model: nn.Module, batches: Iterable[Tensor], setting: PrecisionSetting
-) -> Tensor:
+def eval_logits(model: nn.Module, batches: Iterable[Tensor], setting: PrecisionSetting) -> Tensor:
     """Eval-mode logits ``(N, K)`` float64 (on the CPU) of every clip batch ``(B, C, T, H, W)``."""
     run = model_in(model, setting).eval()
     device = _device(run)
@@ -93,7 +91,7 @@ def step_gradients(
         for name, p in run.named_parameters()
         if p.grad is not None
     }
-    return float(loss), grads
+    return loss.item(), grads
 
 
 @torch.no_grad()

@@ -127,9 +127,19 @@ def _affinity_rows(query: Tensor, key: Tensor, query_index: Tensor, scale: float
     queries = query.flatten(2)[:, :, query_index.to(query.device)]  # (N, C, Q)
     # Dot products and softmax in float32, as the fused attention kernels accumulate them
     # whatever the input dtype (a float16 product here could overflow).
+    dtype = torch.promote_types(query.dtype, torch.float32)
     with torch.autocast(query.device.type, enabled=False):
-        logits = queries.transpose(1, 2).float() @ key.flatten(2).float()
+        logits = queries.transpose(1, 2).to(dtype) @ key.flatten(2).to(dtype)
         return torch.softmax(logits * scale, dim=-1)
+
+
+def _full_precision_on_cpu(x: Tensor) -> bool:
+    """Whether a convolution of ``x`` runs on the CPU in float32 / float64 (no autocast)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 def _region_kernel(kernel_size: Sequence[int]) -> tuple[int, int, int]:
@@ -157,7 +167,8 @@ class RegionAggregation(nn.Module):
       path; at 3x7x7 on the res3 shape its forward+backward is 3-5x faster than
       ``"depthwise"`` and faster than ``"grouped"``, see docs/benchmarks.md) and as
       ``"depthwise"`` on other devices (not measured there yet: ``tools/benchmark.py rnl
-      --device cuda`` compares the forms).
+      --device cuda`` compares the forms). Only in float32 / float64 without autocast: in
+      bf16, torch 2.14's CPU kernel gets the weight gradient of this layout wrong.
 
     Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
     """
@@ -210,7 +221,7 @@ class RegionAggregation(nn.Module):
         if self.form == "grouped":
             return F.conv3d(x, self.grouped_weight(), padding=self.padding, groups=self.groups)
         weight = self.weight
-        if self.form == "auto" and x.device.type == "cpu":
+        if self.form == "auto" and _full_precision_on_cpu(x):
             x = x.contiguous(memory_format=torch.channels_last_3d)
             weight = weight.contiguous(memory_format=torch.channels_last_3d)
         return F.conv3d(x, weight, padding=self.padding, groups=self.channels)
@@ -288,7 +299,8 @@ class RNLBlock(nn.Module):
         """Attention rows ``(N, Q, L_keys)`` for flat THW positions ``query_index`` ``(Q,)``.
 
         ``L_keys = T*H*W``, or ``T*(H//2)*(W//2)`` with ``sub_sample``. Only ``Q`` rows are
-        computed, never the full matrix; float32, in the forward pass's precision otherwise.
+        computed, never the full matrix: the dot products and softmax in float32 (float64 for
+        a float64 block), the projections in the forward pass's precision.
         """
         return _in_precision(self.attention_precision, self._rows, x, query_index)
 
