@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -74,7 +75,8 @@ def test_a_failing_or_slow_check_is_that_rows_failure(tmp_path: Path, monkeypatc
     checks["eval_throughput"] = ("eval_throughput", "Evaluation", broken)
     checks["amp"] = ("amp", "Mixed precision", slow)
     monkeypatch.setattr(gpu_check, "CHECKS", list(checks.values()))
-    monkeypatch.setattr(gpu_check, "DEFAULT_CHECK_BUDGET_S", 1.0)
+    tiny = dataclasses.replace(gpu_check.PROFILES["tiny"], default_budget_s=1.0)
+    monkeypatch.setitem(gpu_check.PROFILES, "tiny", tiny)
     only = ["environment", "amp", "eval_throughput"]
     status = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--only", *only])
     assert status == 1

@@ -62,10 +62,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils._python_dispatch import TorchDispatchMode
+if (
+    __name__ == "__main__"
+    and "cpu" in sys.argv
+    and os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536"
+):
+    # CPU memory figures follow the live tensors when glibc hands large blocks straight back
+    # (as tools/benchmark.py does); set before anything is allocated.
+    os.execve(
+        sys.executable,
+        [sys.executable, *sys.argv],
+        {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+    )
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
@@ -121,6 +134,7 @@ class Profile:
     ddp_rehearsal: bool  # run the gloo comparison on --device cpu
     budget_s: float
     check_budgets_s: dict[str, float] = field(default_factory=dict)
+    default_budget_s: float | None = None  # per check; None: DEFAULT_CHECK_BUDGET_S
 
 
 R50_RNL = ("placement=rnl_official",)
@@ -184,7 +198,8 @@ PROFILES = {
         loader_clips=8,
         loader_workers=(0,),
         ddp_rehearsal=False,
-        budget_s=600.0,
+        budget_s=1800.0,  # the test suite: exercise the code, however loaded the machine is
+        default_budget_s=600.0,
     ),
 }
 DEFAULT_CHECK_BUDGET_S = 45.0
@@ -367,9 +382,9 @@ def float64_step(model: nn.Module, clips, labels, device: torch.device) -> dict[
 
 
 def check_float64_step(ctx: Context, row: Row) -> None:
-    model = tiny_model()
+    model = tiny_model(num_segments=2)
     generator = torch.Generator().manual_seed(0)
-    clips = torch.randn(2, 3, 4, 32, 32, generator=generator)
+    clips = torch.randn(2, 3, 2, 32, 32, generator=generator)
     labels = torch.tensor([3, 11])
     on_cpu = float64_step(model, clips, labels, torch.device("cpu"))
     on_device = float64_step(model, clips, labels, ctx.device)
@@ -1000,7 +1015,9 @@ def ddp_equivalence(ctx: Context, device: str, world: int, timeout_s: float) -> 
 
 
 def check_ddp(ctx: Context, row: Row) -> None:
-    budget = ctx.profile.check_budgets_s.get("ddp", DEFAULT_CHECK_BUDGET_S)
+    budget = ctx.profile.check_budgets_s.get(
+        "ddp", ctx.profile.default_budget_s or DEFAULT_CHECK_BUDGET_S
+    )
     if not ctx.cuda:
         if ctx.profile.ddp_rehearsal:
             result = ddp_equivalence(ctx, "cpu", 2, budget / 2)
@@ -1151,7 +1168,9 @@ def main(argv: list[str]) -> int:
                 if left < 5:
                     row.status = "skipped: out of time budget"
                 else:
-                    own = profile.check_budgets_s.get(check_id, DEFAULT_CHECK_BUDGET_S)
+                    own = profile.check_budgets_s.get(
+                        check_id, profile.default_budget_s or DEFAULT_CHECK_BUDGET_S
+                    )
                     run_check(ctx, row, check, min(own, left))
                 ctx.results[check_id] = row
             meta["elapsed_s"] = time.perf_counter() - started
@@ -1162,6 +1181,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    if "cpu" in sys.argv or not torch.cuda.is_available():
-        benchmark.reexec_with_direct_malloc()  # CPU memory figures follow the live tensors
     sys.exit(main(sys.argv[1:]))
