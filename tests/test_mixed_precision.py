@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -22,6 +23,9 @@ from rnlvideo.config import build_model, compose_config
 from rnlvideo.models import NLBlock, RNLBlock, create_tsm_resnet
 from rnlvideo.models.nonlocal_blocks import RegionAggregation, set_attention_precision
 from rnlvideo.models.reference import ReferenceRNLBlock
+from tests.conftest import tiny_run_overrides
+from tests.test_evaluation import save_checkpoint
+from tools import benchmark_amp
 
 FP16 = torch.float16
 
@@ -161,3 +165,21 @@ def test_the_precision_comparison_measures_against_float64():
     same = row_errors(rows["layer2_0"], rows["layer2_0"])
     assert same["tv_max"] == 0 and same["argmax_agree"] == 1
     assert 0 < row_errors(bf16_rows["layer2_0"], rows["layer2_0"])["tv_mean"] < 0.5
+
+
+def test_the_amp_benchmark_tool_reports_every_setting(tiny_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    checkpoint = save_checkpoint(run_dir / "last.pt", tiny_run_overrides(tiny_dataset, run_dir))
+    figures = tmp_path / "amp.json"
+    benchmark_amp.main(
+        [str(checkpoint), "--val-clips", "3", "--grad-clips", "2", "--row-clips", "1"]
+        + ["--settings", "fp32", "bf16", "--json", str(figures)]
+    )
+    printed = capsys.readouterr().out
+    assert "Val logits against float64" in printed and "Attention rows" in printed
+    (result,) = json.loads(figures.read_text())
+    assert result["val_videos"] == 3 and set(result["settings"]) == {"float64", "fp32", "bf16"}
+    bf16 = result["settings"]["bf16"]
+    assert bf16["logits"]["finite"] and set(bf16["rows"]) == {"layer2_0", "layer3_0"}
+    assert result["settings"]["fp32"]["gradient"]["rel_l2"] < 1e-3
+    assert result["max_logit"]["layer2_0"] > 0

@@ -46,6 +46,7 @@ from rnlvideo.analysis.precision import (  # noqa: E402
 )
 from rnlvideo.config import build_dataset  # noqa: E402
 from rnlvideo.models.cost import format_table  # noqa: E402
+from tools.benchmark import machine_description  # noqa: E402
 
 SETTING_NAMES = [s.name for s in SETTINGS]
 
@@ -192,7 +193,7 @@ def tables(results: list[dict], markdown: bool) -> str:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    print(f"{machine_description(args.device)}; torch {torch.__version__}; device {args.device}")
     results = [measure(path, args) for path in args.checkpoints]
     print(tables(results, args.markdown))
     if args.json:
