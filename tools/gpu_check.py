@@ -95,6 +95,7 @@ from rnlvideo.analysis.precision import (  # noqa: E402
     eval_logits,
     gradient_errors,
     logit_errors,
+    max_attention_logit,
     step_gradients,
 )
 from rnlvideo.checkpoint import load_checkpoint  # noqa: E402
@@ -489,6 +490,8 @@ def check_amp(ctx: Context, row: Row) -> None:
         profile.amp_batch, 3, frames, profile.size, profile.size, generator=generator
     )
     labels = torch.arange(profile.amp_batch) % 7
+    largest = max_attention_logit(model, clips)
+    row.figures["max_attention_logit"] = largest
     reference_logits = eval_logits(model, [clips], REFERENCE)
     reference_loss, reference_grads = step_gradients(model, clips, labels, REFERENCE)
     ctx.free()
@@ -543,7 +546,8 @@ def check_amp(ctx: Context, row: Row) -> None:
     bf16_fp32 = row.figures["bf16, fp32 attention"]["gradient"]["rel_l2"]
     row.headline = (
         f"gradient rel. error vs float64: bf16 {bf16:.1e}, bf16 + fp32 attention "
-        f"{bf16_fp32:.1e}" + (f"; NON-FINITE: {', '.join(nonfinite)}" if nonfinite else "")
+        f"{bf16_fp32:.1e}; largest |q.k| {max(largest.values()):.0f} (fp16 max 65504)"
+        + (f"; NON-FINITE: {', '.join(nonfinite)}" if nonfinite else "")
     )
     # fp16 with the attention in fp16 ("amp") may overflow: that is what the default guards.
     guarded = [name for name in nonfinite if name != "fp16"]
