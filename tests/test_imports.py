@@ -43,6 +43,7 @@ ALLOWED_IMPORTS = {
     "version": set(),
     "files": set(),
     "text": set(),
+    "machine": set(),
     "checkpoint_format": {"version"},
     "config": {"text"},
     "models": set(),

@@ -19,7 +19,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from rnlvideo.models.activation_checkpointing import check_checkpointing_mode, run_checkpointed
-from rnlvideo.models.nonlocal_blocks import ChannelGate, NLBlock, RNLBlock
+from rnlvideo.models.nonlocal_blocks import (
+    ChannelGate,
+    NLBlock,
+    RNLBlock,
+    check_attention_precision,
+)
 from rnlvideo.models.temporal_shift import TemporalShift
 from rnlvideo.models.weights import torchvision_state_dict
 
@@ -363,8 +368,10 @@ def _parse_placements(entries: Sequence[Mapping[str, Any]] | None, depth: int) -
     return placements
 
 
-def _build_nonlocal(placement: _Placement, channels: int) -> nn.Sequential:
-    options = placement.options
+def _build_nonlocal(
+    placement: _Placement, channels: int, attention_precision: str
+) -> nn.Sequential:
+    options = {**placement.options, "attention_precision": attention_precision}
     if placement.kind == "nl":
         return nn.Sequential(NLBlock(channels, **options))
     if placement.kind == "cg":
@@ -422,6 +429,7 @@ def create_tsm_resnet(
     partial_bn: bool = False,
     zero_init_residual: bool = False,
     activation_checkpointing: str = "none",
+    attention_precision: str = "auto",
 ) -> TSMResNet:
     """Build a TSM ResNet video classifier, ``(N, 3, T, H, W) -> (N, num_classes)``.
 
@@ -456,6 +464,10 @@ def create_tsm_resnet(
             does the same for the stem and every residual block too. Gradients and
             BatchNorm statistics are those of ``"none"``; eval mode and ``torch.no_grad``
             run without it.
+        attention_precision: under autocast (``train.amp``), the precision of the RNL / NL
+            blocks' attention path: ``"auto"`` (float32 under fp16, bf16 under bf16),
+            ``"fp32"`` or ``"amp"`` (the autocast dtype); no effect without autocast. See
+            :mod:`rnlvideo.models.nonlocal_blocks`.
 
     Returns:
         The :class:`TSMResNet`; non-local blocks and the classifier are freshly initialised.
@@ -467,6 +479,7 @@ def create_tsm_resnet(
     if num_segments < 1:
         raise ValueError(f"num_segments={num_segments!r}: expected a positive integer")
     check_checkpointing_mode(activation_checkpointing)
+    check_attention_precision(attention_precision)
     placements = _parse_placements(nonlocal_blocks, depth)
 
     block_type, layers = _ARCHITECTURES[depth]
@@ -480,7 +493,10 @@ def create_tsm_resnet(
 
     channels = _stage_channels(depth)
     video_blocks = nn.ModuleDict(
-        {f"{p.stage}_{p.block}": _build_nonlocal(p, channels[p.stage]) for p in placements}
+        {
+            f"{p.stage}_{p.block}": _build_nonlocal(p, channels[p.stage], attention_precision)
+            for p in placements
+        }
     )
     head = TSNHead(512 * block_type.expansion, num_classes, dropout)
     return TSMResNet(
