@@ -7,6 +7,7 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (Path(__file__).parent / "rnlvideo" / "version.py").read_text()
 ).group(1)
 
+DECORD = 'decord>=0.6; platform_machine == "x86_64"'
 DEPLOY = ["onnxruntime>=1.31,<2", "onnx>=1.23,<2", "onnxscript>=0.7,<1"]
 
 # Ranges known to work; constraints.txt pins the exact versions the project is tested with.
@@ -35,9 +36,12 @@ setup(
         "iopath>=0.1.7,<0.2",
     ],
     extras_require={
-        "video": ["decord>=0.6"],
+        # Video decoders (rnlvideo.data.decoders): PyAV everywhere (it bundles FFmpeg); decord
+        # only where it has wheels (x86_64). torchcodec needs the system's FFmpeg libraries.
+        "video": ["av>=14", DECORD],
+        "torchcodec": ["torchcodec>=0.17"],
         # Exporting (tools/export.py: onnx, onnxscript) and running ONNX files (onnxruntime)
         "deploy": DEPLOY,
-        "dev": ["pytest>=8", "ruff>=0.6", "av>=12", "decord>=0.6", *DEPLOY],
+        "dev": ["pytest>=8", "ruff>=0.6", "av>=14", DECORD, "torchcodec>=0.17", *DEPLOY],
     },
 )

@@ -1,5 +1,4 @@
-"""The Python API: load a trained model, evaluate it under a protocol, classify one video,
-export it for deployment.
+"""The Python API: load a trained model, evaluate it under a protocol, classify one video.
 
     import rnlvideo
     model = rnlvideo.load_model("outputs/demo/last.pt")            # eval mode, .class_names
@@ -9,7 +8,7 @@ export it for deployment.
     top5 = rnlvideo.classify("demo.onnx", "data/synthetic/frames/12")   # onnxruntime
 
 Checkpoints are rebuilt from the config stored in them, validated first (see
-:mod:`rnlvideo.analysis.checkpoints`); ``overrides`` change keys of that config with the
+:mod:`rnlvideo.engine.trained_model`); ``overrides`` change keys of that config with the
 command line's ``key=value`` syntax. ``tools/test.py`` and ``tools/predict.py`` are thin
 wrappers over :func:`evaluate` and :func:`classify`, ``tools/export.py`` over :func:`export`.
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from rnlvideo.analysis.checkpoints import TrainedModel, load_trained_model
 from rnlvideo.analysis.classify import ClassScore, classify_video
-from rnlvideo.checkpoint import load_checkpoint, model_state_from
-from rnlvideo.config import (
-    apply_overrides,
-    build_dataset,
-    build_model,
-    compose_config,
-)
-from rnlvideo.data.checks import check_class_count
+from rnlvideo.config import apply_overrides, build_dataset, build_model, compose_config
 from rnlvideo.deploy import (
     TOLERANCE,
     ExportedClassifier,
@@ -44,16 +34,11 @@ from rnlvideo.deploy import (
     export_model,
     metadata_for,
 )
-from rnlvideo.engine.distributed import DistContext, cleanup_distributed, init_distributed
-from rnlvideo.engine.evaluation import (
-    Predictions,
-    average_predictions,
-    build_test_dataset,
-    predict_dataset,
-    prediction_metrics,
-    protocol_of,
-)
-from rnlvideo.engine.reports import video_names, write_evaluation_report
+from rnlvideo.engine.distributed import cleanup_distributed, init_distributed
+from rnlvideo.engine.evaluation import test_models
+from rnlvideo.engine.protocols import TestProtocol, build_test_dataset
+from rnlvideo.engine.trained_model import TrainedModel, load_trained_model
+from rnlvideo.models.weights import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +51,7 @@ def load_model(checkpoint: str | Path, trust_code: bool = False) -> nn.Module:
     Built from the config stored in the file (validated; ``configs/`` is not read) with the
     file's weights (nothing is downloaded). The module carries ``class_names`` (one per
     output) and ``cfg`` (its validated config). ``trust_code``: see
-    :func:`rnlvideo.analysis.checkpoints.load_trained_model`.
+    :func:`rnlvideo.engine.trained_model.load_trained_model`.
     """
     trained = load_trained_model(checkpoint, trust_code=trust_code)
     trained.model.cfg = trained.cfg
@@ -74,55 +59,27 @@ def load_model(checkpoint: str | Path, trust_code: bool = False) -> nn.Module:
     return trained.model
 
 
-def _as_trained(source: ModelSource, overrides: Sequence[str], trust_code: bool) -> TrainedModel:
+def _as_trained(
+    source: ModelSource, protocol: str | None, overrides: Sequence[str], trust_code: bool
+) -> TrainedModel:
+    if not isinstance(source, TrainedModel | nn.Module):
+        return load_trained_model(source, overrides, trust_code, protocol)
     if isinstance(source, TrainedModel):
-        cfg = apply_overrides(source.cfg, overrides, trust_code) if overrides else source.cfg
-        return TrainedModel(source.path, cfg, source.model, source.epoch, source.class_names)
-    if isinstance(source, nn.Module):
+        cfg, names, path, epoch = source.cfg, source.class_names, source.path, source.epoch
+        model = source.model
+    else:
         cfg = getattr(source, "cfg", None)
         if cfg is None:
             raise TypeError(
                 "a bare nn.Module has no data config: pass a checkpoint path or a model from "
                 "rnlvideo.load_model"
             )
-        if overrides:
-            cfg = apply_overrides(cfg, overrides, trust_code)
-        names = list(getattr(source, "class_names", []))
-        return TrainedModel(None, cfg, source, 0, names)
-    return load_trained_model(source, overrides, trust_code=trust_code)
-
-
-def _protocol_overrides(protocol: str | None, overrides: Sequence[str]) -> list[str]:
-    return ([f"protocol={protocol}"] if protocol else []) + list(overrides)
-
-
-@dataclass
-class MemberResult:
-    """One model's evaluation: the model, its view-averaged scores and its test dataset."""
-
-    trained: TrainedModel
-    preds: Predictions
-    dataset: Dataset
-
-
-def evaluate_member(trained: TrainedModel, ctx: DistContext) -> MemberResult:
-    """Score the test split of ``trained.cfg`` (every video once over the ranks of ``ctx``)."""
-    cfg = trained.cfg
-    dataset = build_test_dataset(cfg)
-    if cfg.data.category_file and Path(cfg.data.category_file).is_file():
-        check_class_count(cfg.data.category_file, cfg.data.num_classes)
-    preds = predict_dataset(
-        trained.model.to(ctx.device),
-        dataset,
-        ctx,
-        batch_size=cfg.eval.batch_size,
-        num_workers=cfg.eval.num_workers,
-        amp=cfg.train.amp,
-        softmax=cfg.eval.softmax,
-        max_clips=cfg.eval.max_clips_per_forward,
-    )
-    trained.model.to("cpu")
-    return MemberResult(trained, preds, dataset)
+        count = cfg.data.num_classes
+        names = [str(n) for n in getattr(source, "class_names", None) or range(count)]
+        path, epoch, model = None, 0, source
+    if overrides or protocol:
+        cfg = apply_overrides(cfg, overrides, trust_code, protocol)
+    return TrainedModel(path, cfg, model, epoch, names, trust_code)
 
 
 def default_report_dir(members: Sequence[TrainedModel], protocol_name: str) -> Path | None:
@@ -137,15 +94,6 @@ def default_report_dir(members: Sequence[TrainedModel], protocol_name: str) -> P
         return paths[0].parent / f"eval_{paths[0].stem}_{protocol_name}"
     names = "+".join(f"{p.resolve().parent.name}-{p.stem}" for p in paths)
     return paths[0].parent / f"eval_ensemble_{names}_{protocol_name}"
-
-
-def _member_summary(result: MemberResult) -> dict[str, Any]:
-    return {
-        "checkpoint": str(result.trained.path) if result.trained.path else None,
-        "num_segments": int(result.trained.cfg.data.num_segments),
-        "epoch": result.trained.epoch,
-        **prediction_metrics(result.preds, video_names(result.dataset)),
-    }
 
 
 def evaluate(
@@ -164,61 +112,33 @@ def evaluate(
             frames, e.g. 8 and 16).
         protocol: ``"1x1"``, ``"2x3"`` or ``"10x3"`` (None: the stored config's protocol).
         overrides: ``key=value`` changes of each member's config (``data.root=...``,
-            ``eval.batch_size=4``, ``protocol.clips=1``).
+            ``eval.batch_size=4``, ``protocol.clips=1``), applied after ``protocol``.
         out_dir: where the report goes (default ``<checkpoint dir>/eval_<stem>_<protocol>``).
         report: write the report files (``rnlvideo/engine/reports.py``) on rank 0.
         trust_code: see :func:`load_model`.
 
     Returns:
-        The metrics (as written to ``metrics.json``): top1, top5, mean_class_acc, num_videos,
-        views, protocol, softmax, checkpoints, list_file, report_dir (when a report is written)
-        and, for ensembles, ``members``.
-        Under torchrun every rank scores its share and every rank returns the metrics.
+        The metrics of :func:`rnlvideo.engine.evaluation.test_models` (as written to
+        ``metrics.json``). Under torchrun every rank scores its share and every rank returns
+        the metrics.
     """
     sources = (
         list(checkpoint_or_model)
         if isinstance(checkpoint_or_model, list | tuple)
         else [checkpoint_or_model]
     )
-    every_override = _protocol_overrides(protocol, overrides)
-    members = [_as_trained(source, every_override, trust_code) for source in sources]
-    protocols = [protocol_of(m.cfg) for m in members]
+    members = [_as_trained(source, protocol, overrides, trust_code) for source in sources]
+    protocols = [TestProtocol.of(m.cfg) for m in members]
     if any(p != protocols[0] for p in protocols):
         raise ValueError(f"ensemble members use different protocols: {protocols}")
+    target = Path(out_dir) if out_dir else default_report_dir(members, protocols[0].name)
     owns_process_group = not torch.distributed.is_initialized()
     ctx = init_distributed(members[0].cfg.train.device)
     try:
-        results = [evaluate_member(m, ctx) for m in members]
+        return test_models(members, protocols[0], ctx, report_dir=target if report else None)
     finally:
         if owns_process_group:
             cleanup_distributed()
-    first = results[0]
-    cfg = first.trained.cfg
-    preds = average_predictions([r.preds for r in results])
-    metrics: dict[str, Any] = {
-        **prediction_metrics(preds, video_names(first.dataset)),
-        "views": f"{protocols[0]['clips']}x{protocols[0]['crops']}",
-        "protocol": protocols[0],
-        "softmax": bool(cfg.eval.softmax),
-        "checkpoints": [str(m.path) if m.path else None for m in members],
-        "list_file": str(cfg.data.val.list_file),
-    }
-    if len(results) > 1:
-        metrics["members"] = [_member_summary(r) for r in results]
-    target = Path(out_dir) if out_dir else default_report_dir(members, protocols[0]["name"])
-    if report and target is not None:
-        metrics["report_dir"] = str(target)
-    if report and target is not None and ctx.is_main:
-        write_evaluation_report(
-            target,
-            preds,
-            metrics,
-            first.trained.class_names,
-            video_names(first.dataset),
-            tag=f"test_{protocols[0]['name']}",
-            step=first.trained.epoch,
-        )
-    return metrics
 
 
 def classify(
@@ -235,8 +155,10 @@ def classify(
         checkpoint_or_model: a checkpoint path or a model from :func:`load_model`; or an
             exported ONNX file (``.onnx``, run with onnxruntime; sampled and transformed as the
             checkpoint it came from, from its metadata).
-        video: a video file (decoded with decord), a folder of JPEG frames (sorted by name),
-            or the video's frames as a uint8 tensor ``(num_frames, 3, H, W)``.
+        video: a video file (decoded by ``data.video_backend``, e.g.
+            ``overrides=["data.video_backend=pyav"]``), a folder of JPEG frames (sorted by
+            name), a packed frame file (``.pack``) or the video's frames as a uint8 tensor
+            ``(num_frames, 3, H, W)``.
         topk: how many classes to return.
         protocol: the views averaged (default: the stored protocol, ``1x1``: one clip, centre
             crop); ``"2x3"`` averages the paper's 6 views.
@@ -249,9 +171,9 @@ def classify(
     if isinstance(checkpoint_or_model, ExportedClassifier) or (
         isinstance(checkpoint_or_model, str | Path) and Path(checkpoint_or_model).suffix == ".onnx"
     ):
-        every_override = _protocol_overrides(protocol, overrides)
-        return classify_exported(checkpoint_or_model, video, topk, every_override)[0]
-    trained = _as_trained(checkpoint_or_model, _protocol_overrides(protocol, overrides), trust_code)
+        protocol_overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides)
+        return classify_exported(checkpoint_or_model, video, topk, protocol_overrides)[0]
+    trained = _as_trained(checkpoint_or_model, protocol, overrides, trust_code)
     ranked, _ = classify_video(trained, video, topk=topk)
     return ranked
 
@@ -260,6 +182,7 @@ def export(
     checkpoint_or_model: ModelSource,
     path: str | Path,
     format: str | None = None,
+    protocol: str | None = None,
     overrides: Sequence[str] = (),
     trust_code: bool = False,
     tolerance: float = TOLERANCE,
@@ -271,17 +194,17 @@ def export(
     from the file). The file takes clips ``(N, 3, T, H, W)`` of any batch size ``N`` and holds
     the metadata a runtime needs (:class:`rnlvideo.deploy.ExportMetadata`). Before it is written,
     it is loaded back and run at batch 1 and 3 (onnxruntime / ``torch.export.load``) on the same
-    clips as the eager model; a logit differing by more than ``tolerance * max(1, largest
-    |logit|)`` refuses the file (:class:`rnlvideo.deploy.checks.Comparison`).
+    clips as the eager model; a logit differing by more than the bound of
+    :class:`rnlvideo.deploy.checks.Comparison` refuses the file.
 
     Args:
         checkpoint_or_model: a checkpoint path or a model from :func:`load_model`.
         path: the file to write (``.onnx`` or ``.pt2``).
         format: ``"onnx"`` or ``"torch_export"`` (None: from ``path``'s suffix).
-        overrides, trust_code: as for :func:`evaluate` (``protocol=2x3`` changes the protocol
-            stored for the runtime).
-        tolerance: the largest logit difference accepted, per unit of the largest |logit|
-            (at least 1).
+        protocol: the test protocol stored for the runtime (None: the checkpoint's).
+        overrides, trust_code: as for :func:`evaluate`.
+        tolerance: the largest logit difference accepted (see
+            :class:`rnlvideo.deploy.checks.Comparison`).
         locate: when the export fails, export and check the model's parts one by one to name
             the one that fails (minutes for a ResNet-50 in ONNX).
 
@@ -292,7 +215,7 @@ def export(
         ExportError: the model does not export exactly; nothing is written, the message names
             the part that fails.
     """
-    trained = _as_trained(checkpoint_or_model, overrides, trust_code)
+    trained = _as_trained(checkpoint_or_model, protocol, overrides, trust_code)
     return export_model(
         trained.model,
         path,
@@ -315,9 +238,10 @@ def build_model_from_config(
 
     >>> model = build_model_from_config(["+experiment=demo"])
     """
-    model = build_model(compose_config(overrides, trust_code=trust_code), checkpoint is None)
+    cfg = compose_config(overrides, trust_code=trust_code)
+    model = build_model(cfg, load_weights=checkpoint is None, trust_code=trust_code)
     if checkpoint is not None:
-        model.load_state_dict(model_state_from(load_checkpoint(checkpoint)))
+        model.load_state_dict(read_state_dict(checkpoint, "checkpoint"))
     return model
 
 
@@ -326,4 +250,6 @@ def build_dataset_from_config(
 ) -> Dataset:
     """The dataset of ``split`` (``train``, ``val`` or ``test``) that training would build."""
     cfg = compose_config(overrides, trust_code=trust_code)
-    return build_test_dataset(cfg) if split == "test" else build_dataset(cfg, split)
+    if split == "test":
+        return build_test_dataset(cfg, trust_code=trust_code)
+    return build_dataset(cfg, split, trust_code=trust_code)

@@ -23,20 +23,58 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+class FileWriteError(OSError):
+    """A file could not be written (disk full, no permission, ...); names the file and why."""
+
+
+class _RecordingFile:
+    """A binary file whose first OS error is kept: serializers such as ``torch.save`` replace
+    it by an error of their own (``unexpected pos ...``) that no longer says what happened."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     The bytes are flushed and fsynced before the rename, and the directory after it, so the
-    new content survives a crash once this returns.
+    new content survives a crash once this returns. When the write fails (a full disk, say) the
+    temporary file is removed, ``path`` keeps its old content and :class:`FileWriteError`
+    names ``path`` and the operating system's reason.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as raw:
+            file = _RecordingFile(raw)
+            try:
+                write(file)
+                raw.flush()
+                os.fsync(raw.fileno())
+            except Exception as err:
+                cause = file.error or err
+                if isinstance(cause, OSError):
+                    reason = cause.strerror or str(cause)
+                    failure = FileWriteError(f"cannot write {path}: {reason}")
+                    failure.errno = cause.errno
+                    raise failure from err
+                raise
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -54,29 +92,18 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
     write_atomic(path, lambda f: torch.save(state, f))
 
 
-def link_atomic(source: str | Path, path: str | Path) -> None:
-    """Make ``path`` hold the complete file ``source``, atomically.
+def copy_atomic(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` an independent copy of the complete file ``source``, atomically.
 
-    A hard link (no second write) to a temporary name, renamed over ``path``; where hard links
-    are not possible (some network or FUSE filesystems) a copy is written atomically instead.
-    Later atomic saves replace ``source`` by a new file, so ``path`` keeps today's content.
+    A copy, not a hard link: damage to one file (a truncation in place, say) must not reach the
+    other, since each is the other's fallback.
     """
-    source, path = Path(source), Path(path)
-    tmp = path.with_name(f".{path.name}.link.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError as err:
-        logger.info("cannot hard-link %s (%s): copying it to %s", source, err, path.name)
-        with source.open("rb") as src:
-            write_atomic(path, lambda f: shutil.copyfileobj(src, f))
-        return
-    os.replace(tmp, path)
-    _fsync_directory(path.parent)
+    with Path(source).open("rb") as src:
+        write_atomic(path, lambda f: shutil.copyfileobj(src, f, 16 * 2**20))
 
 
 def remove_stale_temporaries(directory: str | Path) -> None:
-    """Delete temporary files of :func:`write_atomic` / :func:`link_atomic` left by a crash."""
+    """Delete temporary files of :func:`write_atomic` left by a crash."""
     for tmp in Path(directory).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
         logger.info("removed an incomplete write: %s", tmp.name)

@@ -10,10 +10,12 @@
 # SLURM sends SIGUSR1 to this script 5 minutes before the time limit (--signal below). The
 # trap sends SIGTERM to srun, which passes it to torchrun and on to every training process:
 # they agree to stop at the next optimiser step, write last.pt and exit (status 75; torchrun
-# gives them 30 s before it kills them). The job is then requeued and, run again, resumes
-# from last.pt (the same command, the same output_dir). A job preempted by SLURM gets SIGTERM
-# directly and is requeued by SLURM itself (--requeue). The run directory (output_dir) must be
-# on a filesystem every node sees.
+# gives them 30 s before it kills them). The job is then requeued and this script exits with
+# status 75; run again, it resumes from last.pt (the same command, the same output_dir). A job
+# preempted by SLURM gets SIGTERM directly and is requeued by SLURM itself (--requeue). The run
+# directory (output_dir) must be on a filesystem every node sees.
+# The rendezvous listens on MASTER_PORT of the first node (default: a port derived from the
+# job id, so that jobs sharing a node do not collide).
 #SBATCH --job-name=rnlvideo
 #SBATCH --ntasks-per-node=1
 #SBATCH --output=slurm-%j.out
@@ -26,12 +28,14 @@ MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 GPUS_PER_NODE=${GPUS_PER_NODE:-$(python -c "import torch; print(max(1, torch.cuda.device_count()))")}
 EXIT_PREEMPTED=75
 
+MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+
 srun --kill-on-bad-exit=1 torchrun \
   --nnodes="$SLURM_JOB_NUM_NODES" \
   --nproc_per_node="$GPUS_PER_NODE" \
   --rdzv_id="$SLURM_JOB_ID" \
   --rdzv_backend=c10d \
-  --rdzv_endpoint="$MASTER_ADDR:${MASTER_PORT:-29500}" \
+  --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" \
   tools/train.py "$@" &
 srun_pid=$!
 
@@ -43,16 +47,16 @@ near_time_limit() {
 }
 trap near_time_limit USR1
 
-status=0
-while true; do
+# wait returns early when the trap runs; bash keeps srun's exit status for the last wait.
+while kill -0 "$srun_pid" 2>/dev/null; do
   wait "$srun_pid"
-  status=$?
-  # wait returns early (status > 128) when the trap ran; wait again for the real exit.
-  kill -0 "$srun_pid" 2>/dev/null || break
 done
-# torchrun reports a stopped worker as a failure (status 1), so the trap's flag counts too.
+wait "$srun_pid"
+status=$?
+# torchrun reports workers it stopped as a failure (status 1), so the trap's flag counts too.
 if [ "$status" -ne 0 ] && { [ "$stop_requested" -eq 1 ] || [ "$status" -eq "$EXIT_PREEMPTED" ]; }; then
   echo "[slurm_train] checkpoint written: requeueing job $SLURM_JOB_ID"
   scontrol requeue "$SLURM_JOB_ID"
+  exit "$EXIT_PREEMPTED"
 fi
 exit "$status"

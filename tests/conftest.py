@@ -28,6 +28,22 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 training and 1 validation video per class, 8-10 frames each (read-only: copy it to
+    change it)."""
+    root = tmp_path_factory.mktemp("synthetic_small")
+    generate_synthetic_dataset(
+        root,
+        videos_per_class_train=1,
+        videos_per_class_val=1,
+        min_frames=8,
+        max_frames=10,
+        num_workers=1,
+    )
+    return root
+
+
 def tiny_run_overrides(dataset: Path, run_dir: Path, *extra: str) -> list[str]:
     """A resnet18 RNL-TSM at 32 px, 4 segments, 1 epoch, on ``dataset``."""
     return [

@@ -16,30 +16,15 @@ from rnlvideo.data.checks import (
     format_report,
 )
 from rnlvideo.data.lists import read_video_list
-from rnlvideo.data.synthetic import generate_synthetic_dataset
 from tests.test_prepare import write_webm
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_dataset(
-        root,
-        videos_per_class_train=1,
-        videos_per_class_val=1,
-        min_frames=8,
-        max_frames=10,
-        num_workers=1,
-    )
-    return root
-
-
 @pytest.fixture
-def root(tmp_path, pristine):
-    shutil.copytree(pristine, tmp_path / "data")
+def root(tmp_path, small_dataset):
+    shutil.copytree(small_dataset, tmp_path / "data")
     return tmp_path / "data"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rnlvideo.checkpoint import load_checkpoint
+from rnlvideo.checkpoint_format import load_checkpoint
 from rnlvideo.files import remove_stale_temporaries
 
 WRITER = """

@@ -9,8 +9,6 @@ non-local wrappers (``block`` + ``cg`` + ``nl``) around whole residual blocks, t
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,9 +21,7 @@ from rnlvideo.config import build_model, compose_config
 from rnlvideo.models import RNLBlock, create_tsm_resnet
 from rnlvideo.models.official import OfficialCheckpointError, convert_official_state_dict
 from rnlvideo.models.reference import ReferenceRNLBlock
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import convert_official  # noqa: E402
+from tools import convert_official
 
 SEGMENTS = 4
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from rnlvideo.checkpoint import load_checkpoint
-from rnlvideo.engine import checkpoint as ckpt
+from rnlvideo.checkpoint_format import load_checkpoint
+from rnlvideo.engine import training_state as ckpt
 from rnlvideo.engine.metrics import classification_metrics, confusion_matrix, topk_correct
 from rnlvideo.engine.optim import create_scheduler, create_sgd
 from rnlvideo.engine.samplers import ResumableDistributedSampler, ShardedEvalSampler

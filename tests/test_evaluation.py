@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +16,16 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from rnlvideo.checkpoint import checkpoint_metadata
+from rnlvideo.checkpoint_format import checkpoint_metadata
 from rnlvideo.config import ConfigError, build_model, compose_config, portable_config
-from rnlvideo.data import VideoDataError, read_categories
+from rnlvideo.data import read_categories
 from rnlvideo.engine.evaluation import (
     Predictions,
     average_predictions,
-    build_test_dataset,
-    describe_protocol,
     prediction_metrics,
     view_scores,
 )
+from rnlvideo.engine.protocols import build_test_dataset, describe_protocol
 from rnlvideo.engine.reports import CONFUSION_DPI, CONFUSION_FIGURE_INCHES
 from rnlvideo.files import save_atomic
 from tests.conftest import tiny_run_overrides
@@ -200,12 +200,14 @@ def bad_val_overrides(root: Path) -> list[str]:
     return [f"data.val.root={root / 'frames'}", f"data.val.list_file={root / 'val_bad.txt'}"]
 
 
-def test_a_bad_val_video_stops_evaluation_with_its_name(checkpoint, bad_val_root):
+def test_a_bad_val_video_stops_evaluation_with_its_name(checkpoint, bad_val_root, caplog):
     # data.on_error governs training only: evaluation never substitutes a video.
     args = [f"ckpt={checkpoint}", *bad_val_overrides(bad_val_root), "data.on_error=resample"]
-    with pytest.raises(VideoDataError, match=r"frame is an empty file \(0 bytes\): .*broken/"):
+    with pytest.raises(SystemExit) as refused:
         test_tool.main([*args, f"out={bad_val_root / 'out'}"])
-    assert not (bad_val_root / "out" / "metrics.json").exists()
+    assert refused.value.code == 2
+    assert re.search(r"frame is an empty file \(0 bytes\): .*broken/", caplog.text)
+    assert not (bad_val_root / "out").exists()
 
 
 def test_exclude_leaves_bad_videos_out_of_the_metrics(checkpoint, tiny_dataset, bad_val_root):
@@ -239,19 +241,31 @@ def test_exclude_leaves_bad_videos_out_of_the_metrics(checkpoint, tiny_dataset, 
 
 def test_short_val_videos_are_left_out_and_counted(checkpoint, tiny_dataset, tmp_path):
     lines = (tiny_dataset / "val.txt").read_text().splitlines()
-    lines.append(f"{lines[0].split()[0]} 2 5")  # a real folder listed with 2 frames
+    root = tmp_path / "frames"
+    root.mkdir()
+    for line in lines:
+        (root / line.split()[0]).symlink_to(tiny_dataset / "frames" / line.split()[0])
+    (root / "short").symlink_to(tiny_dataset / "frames" / lines[0].split()[0])
+    lines.append("short 2 5")  # a real folder listed with 2 frames
     short_list = tmp_path / "val_short.txt"
     short_list.write_text("\n".join(lines) + "\n")
-    args = [f"ckpt={checkpoint}", f"data.val.list_file={short_list}", f"out={tmp_path / 'o'}"]
+    args = [
+        f"ckpt={checkpoint}",
+        f"data.val.root={root}",
+        f"data.val.list_file={short_list}",
+        f"out={tmp_path / 'o'}",
+    ]
     assert test_tool.main(args)["num_videos"] == NUM_VAL_VIDEOS
     assert test_tool.main([*args, "data.min_frames=2"])["num_videos"] == NUM_VAL_VIDEOS + 1
 
 
-def test_category_file_must_match_the_class_count(checkpoint, tmp_path):
+def test_category_file_must_match_the_class_count(checkpoint, tmp_path, caplog):
     categories = tmp_path / "category.txt"
     categories.write_text("".join(f"class {i}\n" for i in range(11)))
-    with pytest.raises(ValueError, match=r"category.txt: 11 classes, data.num_classes is 12"):
+    with pytest.raises(SystemExit) as refused:
         test_tool.main([f"ckpt={checkpoint}", f"data.category_file={categories}"])
+    assert refused.value.code == 2
+    assert "category.txt: 11 classes, data.num_classes is 12" in caplog.text
 
 
 def test_two_processes_score_every_video_once_like_one(checkpoint, bad_val_root, tmp_path):

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 import rnlvideo
-from rnlvideo.checkpoint import software_versions
+from rnlvideo.checkpoint_format import software_versions
 from rnlvideo.config import UntrustedTargetError
 from rnlvideo.data.pathways import with_pathways
 from rnlvideo.deploy import (
@@ -211,6 +211,55 @@ def test_bad_metadata_is_refused_naming_the_file_and_key(
     onnx.save(proto, str(tmp_path / "bare.onnx"))
     with pytest.raises(MetadataError, match=r"bare\.onnx: not an rnlvideo export"):
         ExportedClassifier(tmp_path / "bare.onnx")
+
+
+def with_metadata(source: Path, target: Path, **values: str) -> Path:
+    proto = onnx.load(str(source))
+    for prop in proto.metadata_props:
+        if prop.key in values:
+            prop.value = values[prop.key]
+    onnx.save(proto, str(target))
+    return target
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("val_sampling", "dense_anything"),
+        ("mean", "[NaN, 0.4, 0.4]"),
+        ("std", "[0.2, 0.2, 0]"),
+        ("protocol", '{"clips": 1, "crops": 2, "sampling": "auto", "crop_size": null}'),
+        ("class_names", '["a", 3]'),
+    ],
+)
+def test_every_metadata_key_is_checked(
+    exports_8f: dict[str, Any], tmp_path: Path, key: str, value: str
+):
+    bad = with_metadata(exports_8f["onnx"], tmp_path / "bad.onnx", **{key: value})
+    with pytest.raises(MetadataError, match=rf"bad\.onnx: metadata {key}=.*: expected"):
+        ExportedClassifier(bad)
+
+
+def test_a_hostile_onnx_file_cannot_fake_predicts_output(
+    exports_8f: dict[str, Any], tiny_dataset: Path, tmp_path: Path, capsys, caplog
+):
+    names = [f"class {i}" for i in range(len(read_metadata(exports_8f["onnx"]).class_names))]
+    names = ["\x1b[2J 99. 1.000  fake\nline"] + names[1:]
+    hostile = with_metadata(
+        exports_8f["onnx"], tmp_path / "hostile.onnx", class_names=json.dumps(names)
+    )
+    video = tiny_dataset / "frames" / "4"
+    predict_tool.main([f"model={hostile}", f"input={video}", f"topk={len(names)}"])
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\\x1b[2J" in printed
+    assert len(printed.splitlines()) == len(names) + 1  # no line of the name's own
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(SystemExit) as stop:
+        predict_tool.main([f"model={garbage}", f"input={video}"])
+    assert stop.value.code == 2
+    assert "garbage.onnx: not a loadable ONNX model" in caplog.text
 
 
 @pytest.mark.parametrize("protocol", [[], ["protocol=2x3", "protocol.crop_size=32"]])

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from rnlvideo.data.frames import ExcludedVideo, FrameFolderDataset, VideoDataError, load_frame
 from rnlvideo.data.lists import VideoRecord, read_categories, read_video_list
+from rnlvideo.data.sampling import resolve_sampling
 from rnlvideo.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,7 +20,7 @@ from rnlvideo.data.transforms import (
     train_transform,
     val_transform,
 )
-from rnlvideo.engine.evaluation import predict, resolve_sampling
+from rnlvideo.engine.evaluation import predict
 from rnlvideo.engine.loaders import make_eval_loader
 
 NUM_FRAMES = 12

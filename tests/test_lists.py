@@ -4,15 +4,14 @@ import os
 
 import pytest
 
+from rnlvideo.data.annotations import prepare_kinetics, write_prepared_lists
 from rnlvideo.data.lists import (
     VideoRecord,
     format_list_line,
     parse_list_line,
-    prepare_kinetics,
     read_categories,
     read_video_list,
     write_lines,
-    write_prepared_lists,
 )
 from rnlvideo.data.video import VideoFileDataset
 

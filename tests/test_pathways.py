@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from rnlvideo.config import build_dataset, compose_config
 from rnlvideo.data import to_model_input
 from rnlvideo.data.pathways import check_slowfast_alpha, slowfast_pathways
-from rnlvideo.engine.evaluation import build_test_dataset, view_scores
+from rnlvideo.engine.evaluation import view_scores
+from rnlvideo.engine.protocols import build_test_dataset
 from tests.conftest import tiny_run_overrides
 
 

@@ -10,12 +10,14 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from rnlvideo.analysis.checkpoints import load_trained_model
 from rnlvideo.analysis.classify import classify_video
 from rnlvideo.analysis.single_video import frame_files
 from rnlvideo.data import load_frame, read_categories
+from rnlvideo.data.decoders import available_backends
 from rnlvideo.engine.distributed import init_distributed
-from rnlvideo.engine.evaluation import build_test_dataset, predict_dataset
+from rnlvideo.engine.evaluation import predict_dataset
+from rnlvideo.engine.protocols import build_test_dataset
+from rnlvideo.engine.trained_model import load_trained_model
 from tests.conftest import tiny_run_overrides
 from tests.test_evaluation import save_checkpoint
 from tools import predict as predict_tool
@@ -69,3 +71,6 @@ def test_predict_reads_a_video_file(checkpoint: Path, tiny_dataset: Path, tmp_pa
     from_folder, _ = classify_video(trained, tiny_dataset / "frames" / "4", topk=3)
     assert views == 1 and len(from_file) == 3
     assert from_file[0].index == from_folder[0].index  # compression barely changes the pixels
+    for backend in available_backends():  # data.video_backend chooses the decoder
+        chosen = load_trained_model(checkpoint, [f"data.video_backend={backend}"])
+        assert classify_video(chosen, video, topk=3)[0] == from_file

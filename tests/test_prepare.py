@@ -10,15 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from rnlvideo.data.lists import (
-    prepare_kinetics,
-    read_categories,
-    read_v1_split,
-    read_v2_labels,
-    read_video_list,
-    v2_label_name,
-)
-from rnlvideo.data.synthetic import generate_synthetic_dataset
+from rnlvideo.data.annotations import prepare_kinetics, read_v1_split, read_v2_labels, v2_label_name
+from rnlvideo.data.lists import read_categories, read_video_list
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,26 +23,12 @@ def load_script(relative_path: str):
     return module
 
 
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_dataset(
-        root,
-        videos_per_class_train=1,
-        videos_per_class_val=1,
-        min_frames=8,
-        max_frames=10,
-        num_workers=1,
-    )
-    return root
-
-
 @pytest.fixture
-def v1_root(tmp_path, synthetic_root):
+def v1_root(tmp_path, small_dataset):
     """A writable copy of the synthetic CSVs, frames linked in as the V1 frames folder."""
-    for csv in synthetic_root.glob("something-something-v1-*.csv"):
+    for csv in small_dataset.glob("something-something-v1-*.csv"):
         shutil.copy(csv, tmp_path)
-    (tmp_path / "frames").symlink_to(synthetic_root / "frames")
+    (tmp_path / "frames").symlink_to(small_dataset / "frames")
     return tmp_path
 
 
@@ -64,26 +43,26 @@ def run_sthv1(root, *extra) -> int:
     return script.main(["--root", str(root), "--frames-dir", "frames", *extra])
 
 
-def test_sthv1_lists_equal_the_generator_lists(v1_root, synthetic_root):
+def test_sthv1_lists_equal_the_generator_lists(v1_root, small_dataset):
     assert run_sthv1(v1_root) == 0
     categories = read_categories(v1_root / "category.txt")
-    assert categories == sorted(categories) == read_categories(synthetic_root / "category.txt")
+    assert categories == sorted(categories) == read_categories(small_dataset / "category.txt")
     for ours, theirs in (
         ("train_videofolder.txt", "train.txt"),
         ("val_videofolder.txt", "val.txt"),
     ):
         assert named(v1_root / ours, v1_root / "category.txt") == named(
-            synthetic_root / theirs, synthetic_root / "category.txt"
+            small_dataset / theirs, small_dataset / "category.txt"
         )
 
 
-def test_sthv1_short_and_missing_videos(tmp_path, synthetic_root, caplog):
+def test_sthv1_short_and_missing_videos(tmp_path, small_dataset, caplog):
     frames = tmp_path / "frames"
-    shutil.copytree(synthetic_root / "frames", frames)
-    for csv in synthetic_root.glob("something-something-v1-*.csv"):
+    shutil.copytree(small_dataset / "frames", frames)
+    for csv in small_dataset.glob("something-something-v1-*.csv"):
         shutil.copy(csv, tmp_path)
-    train_ids = [r.path for r in read_video_list(synthetic_root / "train.txt")]
-    val_ids = [r.path for r in read_video_list(synthetic_root / "val.txt")]
+    train_ids = [r.path for r in read_video_list(small_dataset / "train.txt")]
+    val_ids = [r.path for r in read_video_list(small_dataset / "val.txt")]
     for video in (train_ids[0], val_ids[0]):  # two frames left: too short for the datasets
         for extra in sorted((frames / video).iterdir())[2:]:
             extra.unlink()

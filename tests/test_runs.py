@@ -14,12 +14,12 @@ import pytest
 import torch
 import yaml
 
-from rnlvideo.checkpoint import load_checkpoint
+from rnlvideo.checkpoint_format import load_checkpoint
 from rnlvideo.config import compose_config
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.loaders import make_loader
 from rnlvideo.engine.preemption import EXIT_PREEMPTED, Preempted
-from rnlvideo.engine.run_dir import RunDirectoryError
+from rnlvideo.engine.resume import RunDirectoryError
 from rnlvideo.engine.trainer import ResumeRefusedError, Trainer
 from tests.conftest import tiny_run_overrides
 
@@ -80,10 +80,12 @@ def test_resume_never_touches_nothing_and_overwrite_replaces(tiny_dataset: Path,
 
 def test_rotation_deletes_only_this_runs_epoch_files(tiny_dataset: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    trainer = make_trainer(
+        tiny_dataset, run_dir, "train.epochs=3", "train.keep_last_epochs=1", *EXACT
+    )
     foreign = run_dir / "epoch_0100.pt"
     foreign.write_bytes(b"another run's checkpoint")
-    make_trainer(tiny_dataset, run_dir, "train.epochs=3", "train.keep_last_epochs=1", *EXACT).fit()
+    trainer.fit()
     names = sorted(p.name for p in run_dir.glob("epoch_*.pt"))
     assert names == ["epoch_0003.pt", "epoch_0100.pt"]
     assert foreign.read_bytes() == b"another run's checkpoint"

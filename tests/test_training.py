@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rnlvideo.checkpoint import load_checkpoint
+from rnlvideo.checkpoint_format import load_checkpoint
 from rnlvideo.config import compose_config
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.trainer import NonFiniteLossError, Trainer

@@ -16,7 +16,7 @@ import torchvision
 from omegaconf import OmegaConf
 
 import rnlvideo
-from rnlvideo.checkpoint import checkpoint_metadata, load_checkpoint
+from rnlvideo.checkpoint_format import checkpoint_metadata, load_checkpoint
 from rnlvideo.config import (
     ConfigError,
     UntrustedTargetError,
@@ -239,6 +239,7 @@ def test_an_rnl_sthv1_checkpoint_loads_and_evaluates_offline(
         [
             f"ckpt={path}",
             f"data.root={root}",
+            "data.category_file=null",  # the layout has no category.txt: names are stored
             "data.input_size=32",
             "data.scale_size=37",
             "eval.num_workers=0",

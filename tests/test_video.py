@@ -1,4 +1,4 @@
-"""The decord video-file dataset on small mp4 files written here with PyAV."""
+"""The video-file dataset on small mp4 files written here with PyAV, with each decoder."""
 
 import av
 import numpy as np
@@ -7,9 +7,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from rnlvideo import build_dataset_from_config
+from rnlvideo.data.annotations import prepare_kinetics, write_prepared_lists
+from rnlvideo.data.decoders import available_backends
 from rnlvideo.data.device_transforms import DeferredClip, to_model_input
 from rnlvideo.data.frames import VideoDataError
-from rnlvideo.data.lists import prepare_kinetics, write_prepared_lists
 from rnlvideo.data.sampling import dense_offsets, tsn_train_offsets
 from rnlvideo.data.transforms import train_transform
 from rnlvideo.data.video import VideoFileDataset
@@ -147,10 +148,25 @@ def test_kinetics_config_builds_a_video_dataset(tmp_path, video_root):
         "data.num_segments=4",
         "data.input_size=32",
         "data.scale_size=37",
+        "data.video_backend=pyav",
     ]
     train = build_dataset_from_config(overrides, "train")
     assert isinstance(train, VideoFileDataset) and train.sampling == "dense_train"
+    assert train.video_backend == "pyav"
     clip, label = train[1]
     assert clip.shape == (3, 4, 32, 32) and label == 1
     val = build_dataset_from_config(overrides, "val")
     assert val[0][0].shape == (3, 4, 32, 32) and val[0][1] == 1
+
+
+def test_every_backend_gives_the_same_samples(video_root):
+    backends = available_backends()
+    datasets = [
+        make_dataset(video_root, num_segments=8, seed=3, video_backend=backend)
+        for backend in backends
+    ]
+    assert [d.video_backend for d in datasets] == backends
+    assert make_dataset(video_root).video_backend == backends[0]  # auto
+    for index in range(2):
+        for dataset in datasets[1:]:
+            torch.testing.assert_close(dataset[index], datasets[0][index], rtol=0, atol=0)

@@ -54,17 +54,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.config import build_model, compose_config  # noqa: E402
-from rnlvideo.models import RNLBlock  # noqa: E402
-from rnlvideo.models.checkpointing import CHECKPOINTING_MODES  # noqa: E402
-from rnlvideo.models.cost import format_table, release_form  # noqa: E402
-from rnlvideo.models.nonlocal_blocks import RegionAggregation  # noqa: E402
-from rnlvideo.models.reference import ReferenceRNLBlock  # noqa: E402
+from rnlvideo.config import build_model, compose_config
+from rnlvideo.engine.trainer import to_channels_last
+from rnlvideo.machine import machine_description
+from rnlvideo.models import RNLBlock
+from rnlvideo.models.activation_checkpointing import CHECKPOINTING_MODES
+from rnlvideo.models.cost import format_table, release_form
+from rnlvideo.models.nonlocal_blocks import RegionAggregation
+from rnlvideo.models.reference import ReferenceRNLBlock
 
 REFERENCE = "reference"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIB = 2**20
 MMAP_THRESHOLD = "MALLOC_MMAP_THRESHOLD_"
 GIB = 2**30
@@ -78,7 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     rnl = commands.add_parser("rnl", help="one RNL block at the res3 shape, ours vs reference")
     rnl.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    rnl.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="bf16: autocast")
+    rnl.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="bf16/fp16: autocast")
     rnl.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="T values")
     rnl.add_argument(
         "--forms",
@@ -135,12 +135,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``train-one``."""
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="bf16: autocast")
+    parser.add_argument(
+        "--dtype", choices=tuple(DTYPES), default="fp32", help="bf16 / fp16: autocast"
+    )
     parser.add_argument("--batch", type=int, default=2, help="clips per step")
     parser.add_argument("--size", type=int, default=224, help="input H = W")
     parser.add_argument(
         "--repeats", type=int, help="timed steps per run after 1 warm-up (default: 1 CPU, 20 CUDA)"
     )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="2D convolutions channels-last (as train)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
 
 
 class MemoryProbe:
@@ -233,18 +239,6 @@ def measure_rnl(args: argparse.Namespace, frames: int, impls: list[str]) -> dict
     }
 
 
-def machine_description(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    cpu = "CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}"
-
-
 def benchmark_rnl(args: argparse.Namespace) -> None:
     impls = [REFERENCE, *args.forms]
     print(
@@ -286,7 +280,10 @@ def build_training_model(args: argparse.Namespace, device: torch.device) -> nn.M
     model = build_model(cfg, load_weights=False)
     if args.release_form:
         model = release_form(model)
-    return model.to(device).train()
+    model.to(device).train()
+    if args.channels_last:
+        to_channels_last(model)
+    return torch.compile(model) if args.compile else model
 
 
 def measure_training(args: argparse.Namespace) -> dict:
@@ -348,7 +345,12 @@ class TrainingConfig:
             "--overrides",
             *self.overrides,
         ]
-        return argv + (["--release-form"] if self.release_form else [])
+        flags = [
+            ("--release-form", self.release_form),
+            ("--channels-last", args.channels_last),
+            ("--compile", args.compile),
+        ]
+        return argv + [flag for flag, on in flags if on]
 
 
 def training_configs(args: argparse.Namespace) -> list[TrainingConfig]:

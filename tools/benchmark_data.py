@@ -19,7 +19,6 @@ when present).
 
 import argparse
 import contextlib
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,13 +28,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.data.device_transforms import multiscale_crop_box  # noqa: E402
-from rnlvideo.data.frames import FrameFolderDataset  # noqa: E402
-from rnlvideo.data.sampling import sample_offsets  # noqa: E402
-from rnlvideo.data.synthetic import dataset_is_complete, generate_synthetic_dataset  # noqa: E402
-from rnlvideo.data.transforms import (  # noqa: E402
+from rnlvideo.data.device_transforms import multiscale_crop_box
+from rnlvideo.data.frames import FrameFolderDataset
+from rnlvideo.data.sampling import sample_offsets
+from rnlvideo.data.synthetic import dataset_is_complete, generate_synthetic_dataset
+from rnlvideo.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MultiScaleCrop,

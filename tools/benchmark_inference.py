@@ -41,17 +41,15 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rnlvideo  # noqa: E402
-from rnlvideo.checkpoint import checkpoint_metadata  # noqa: E402
-from rnlvideo.config import build_model, compose_config, portable_config  # noqa: E402
-from rnlvideo.data.pathways import with_pathways  # noqa: E402
-from rnlvideo.deploy import FORMATS, ExportedClassifier, ExportError, metadata_for  # noqa: E402
-from rnlvideo.deploy.checks import CHECK_BATCHES, TOLERANCE, Comparison, check_clips  # noqa: E402
-from rnlvideo.deploy.exporting import deployable  # noqa: E402
-from rnlvideo.files import save_atomic  # noqa: E402
-from rnlvideo.models import ChannelGate  # noqa: E402
+import rnlvideo
+from rnlvideo.checkpoint_format import checkpoint_metadata
+from rnlvideo.config import build_model, compose_config, portable_config
+from rnlvideo.data.pathways import with_pathways
+from rnlvideo.deploy import FORMATS, ExportedClassifier, ExportError, metadata_for
+from rnlvideo.deploy.checks import CHECK_BATCHES, TOLERANCE, Comparison, check_clips
+from rnlvideo.deploy.exporting import deployable
+from rnlvideo.files import save_atomic
+from rnlvideo.models import ChannelGate
 
 DEFAULT_OVERRIDES = ["+experiment=rnl_sthv1"]
 RUNTIMES = ("eager", "compile", "onnxruntime")

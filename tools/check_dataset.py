@@ -16,12 +16,9 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.config import compose_config  # noqa: E402
-from rnlvideo.data.checks import (  # noqa: E402
+from rnlvideo.config import compose_config
+from rnlvideo.data.checks import (
     check_config_categories,
     check_split,
     format_report,

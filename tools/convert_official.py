@@ -20,13 +20,11 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.checkpoint import checkpoint_metadata  # noqa: E402
-from rnlvideo.config import build_model, compose_config, portable_config  # noqa: E402
-from rnlvideo.engine.reports import class_names_for  # noqa: E402
-from rnlvideo.files import save_atomic  # noqa: E402
-from rnlvideo.models.official import (  # noqa: E402
+from rnlvideo.checkpoint_format import checkpoint_metadata
+from rnlvideo.config import build_model, compose_config, portable_config
+from rnlvideo.data.lists import class_names_for
+from rnlvideo.files import save_atomic
+from rnlvideo.models.official import (
     OfficialCheckpointError,
     convert_official_state_dict,
     read_official_checkpoint,

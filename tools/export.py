@@ -21,15 +21,11 @@ This is a thin wrapper over :func:`rnlvideo.export`.
 
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rnlvideo  # noqa: E402
-from rnlvideo.analysis.tool_args import TRUST_FLAG, split_tool_args  # noqa: E402
-from rnlvideo.checkpoint import CheckpointError  # noqa: E402
-from rnlvideo.config import ConfigError  # noqa: E402
-from rnlvideo.deploy import TOLERANCE, ExportError, ExportReport  # noqa: E402
+import rnlvideo
+from rnlvideo.cli import TOOL_ERRORS, TRUST_FLAG, exit_refused, split_tool_args
+from rnlvideo.deploy import TOLERANCE, ExportError, ExportReport
+from rnlvideo.text import printable
 
 logger = logging.getLogger("export")
 USAGE = (
@@ -43,11 +39,12 @@ def main(argv: list[str]) -> ExportReport:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     for chatty in ("onnx_ir", "onnxscript", "torch"):  # per-pass INFO lines of the exporters
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    own, overrides = split_tool_args(argv, ("ckpt", "out", "format", "tolerance", "locate"))
-    if "ckpt" not in own or "out" not in own:
-        sys.exit(USAGE)
-    tolerance = float(own.get("tolerance", TOLERANCE))
+    tolerance = TOLERANCE
     try:
+        own, overrides = split_tool_args(argv, ("ckpt", "out", "format", "tolerance", "locate"))
+        if "ckpt" not in own or "out" not in own:
+            raise ValueError(USAGE)
+        tolerance = float(own.get("tolerance", TOLERANCE))
         report = rnlvideo.export(
             own["ckpt"],
             own["out"],
@@ -55,20 +52,20 @@ def main(argv: list[str]) -> ExportReport:
             overrides=overrides,
             trust_code=TRUST_FLAG in own,
             tolerance=tolerance,
+            locate=bool(own.get("locate", True)),
         )
     except ExportError as err:
         for comparison in err.comparisons:
             print(comparison.describe(tolerance))
-        logger.error("%s", err)
-        sys.exit(EXPORT_FAILED)
-    except (CheckpointError, ConfigError, FileNotFoundError, ImportError, ValueError) as err:
-        logger.error("%s", err)
-        sys.exit(2)
+        exit_refused(logger, err, EXPORT_FAILED)
+    except TOOL_ERRORS as err:
+        exit_refused(logger, err)
     for comparison in report.comparisons:
         print(comparison.describe(tolerance))
     print(
         f"{report.format} export checked with {report.runtime} (tolerance "
-        f"{report.tolerance:g} x max(1, |logit|)) in {report.seconds:.1f} s: wrote {report.path}"
+        f"{report.tolerance:g} x max(1, |logit|)) in {report.seconds:.1f} s: "
+        f"wrote {printable(str(report.path))}"
     )
     return report
 

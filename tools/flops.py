@@ -17,18 +17,14 @@ anything.
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from omegaconf import DictConfig  # noqa: E402
-
-from rnlvideo.config import build_model, compose_config  # noqa: E402
-from rnlvideo.data.pathways import with_pathways  # noqa: E402
-from rnlvideo.models import NLBlock, RNLBlock, TSMResNet  # noqa: E402
-from rnlvideo.models.cost import (  # noqa: E402
+from rnlvideo.config import build_model, compose_config
+from rnlvideo.data.pathways import with_pathways
+from rnlvideo.models import NLBlock, RNLBlock, TSMResNet
+from rnlvideo.models.cost import (
     CostRow,
     block_parts,
     cost_table,

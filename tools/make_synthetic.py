@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.data.synthetic import (  # noqa: E402
+from rnlvideo.data.synthetic import (
     dataset_is_complete,
     generate_synthetic_dataset,
     read_manifest,
@@ -31,6 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-frames", type=int, default=30)
     parser.add_argument("--max-frames", type=int, default=50)
+    parser.add_argument("--height", type=int, default=100, help="frame height (px)")
+    parser.add_argument("--min-width", type=int, default=120, help="narrowest frame width (px)")
+    parser.add_argument("--max-width", type=int, default=176, help="widest frame width (px)")
     parser.add_argument("--num-distractors", type=int, default=2)
     parser.add_argument("--noise-std", type=float, default=6.0)
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
@@ -72,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         min_frames=args.min_frames,
         max_frames=args.max_frames,
+        height=args.height,
+        min_width=args.min_width,
+        max_width=args.max_width,
         num_workers=args.workers,
         num_distractors=args.num_distractors,
         noise_std=args.noise_std,

@@ -7,9 +7,11 @@ With ``ckpt``, the model, its data settings and class names come from the checkp
 ``key=value`` arguments change keys of its stored config (e.g. ``protocol=2x3`` to average the
 paper's 6 views instead of one centre-cropped clip). With ``model``, an ONNX file written by
 tools/export.py runs with onnxruntime (the ``deploy`` extra); the sampling, transforms and class
-names come from its metadata, the same as for the checkpoint it came from (``protocol=...`` and
-``protocol.*=...`` change the views). ``input`` is a folder of frames (sorted ``.jpg`` files) or
-a video file (decoded with decord). ``--trust-code``: see tools/test.py.
+names come from its metadata, the same as for the checkpoint it came from (``protocol=...``,
+``protocol.*=...`` and ``data.video_backend=...`` are the arguments it takes). ``input`` is a
+folder of frames (sorted ``.jpg`` files), a packed frame file (``.pack``) or a video file
+(decoded by ``data.video_backend``: ``auto``, ``pyav``, ``torchcodec`` or ``decord``).
+``--trust-code``: see tools/test.py.
 This is a thin wrapper over :func:`rnlvideo.classify`.
 """
 
@@ -17,14 +19,15 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rnlvideo  # noqa: E402
-from rnlvideo.analysis.classify import ClassScore  # noqa: E402
-from rnlvideo.analysis.tool_args import TRUST_FLAG, split_tool_args  # noqa: E402
-from rnlvideo.checkpoint import CheckpointError  # noqa: E402
-from rnlvideo.config import ConfigError  # noqa: E402
-from rnlvideo.deploy import MetadataError  # noqa: E402
+import rnlvideo
+from rnlvideo.analysis.classify import ClassScore
+from rnlvideo.cli import (
+    TOOL_ERRORS,
+    TRUST_FLAG,
+    exit_refused,
+    split_tool_args,
+)
+from rnlvideo.text import printable
 
 USAGE = (
     "usage: python tools/predict.py ckpt=PATH|model=FILE.onnx input=PATH [topk=5] "
@@ -34,13 +37,15 @@ USAGE = (
 
 def main(argv: list[str]) -> list[ClassScore]:
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
-    own, overrides = split_tool_args(argv, ("ckpt", "model", "input", "topk"))
-    if ("ckpt" in own) == ("model" in own) or "input" not in own:
-        sys.exit(USAGE)
-    source = own.get("ckpt", own.get("model"))
-    if "model" in own and Path(source).suffix != ".onnx":
-        sys.exit(f"model={source}: expected an ONNX file (.onnx) written by tools/export.py")
     try:
+        own, overrides = split_tool_args(argv, ("ckpt", "model", "input", "topk"))
+        if ("ckpt" in own) == ("model" in own) or "input" not in own:
+            raise ValueError(USAGE)
+        source = own.get("ckpt", own.get("model"))
+        if "model" in own and Path(source).suffix != ".onnx":
+            raise ValueError(
+                f"model={source}: expected an ONNX file (.onnx) written by tools/export.py"
+            )
         ranked = rnlvideo.classify(
             source,
             own["input"],
@@ -48,17 +53,13 @@ def main(argv: list[str]) -> list[ClassScore]:
             overrides=overrides,
             trust_code=TRUST_FLAG in own,
         )
-    except (CheckpointError, ConfigError, MetadataError, FileNotFoundError, ImportError) as err:
-        logging.getLogger("predict").error("%s", err)
-        sys.exit(2)
-    except ValueError as err:  # an exported model's protocol override
-        if "model" not in own:
-            raise
-        logging.getLogger("predict").error("%s", err)
-        sys.exit(2)
-    print(f"{own['input']}:")
+    except TOOL_ERRORS as err:
+        exit_refused(logging.getLogger("predict"), err)
+    # Class names come from the checkpoint or the ONNX file: escaped, so that they cannot fake
+    # this output.
+    print(f"{printable(str(own['input']))}:")
     for rank, entry in enumerate(ranked, start=1):
-        print(f"{rank:2d}. {entry.probability:6.3f}  {entry.name}  [{entry.index}]")
+        print(f"{rank:2d}. {entry.probability:6.3f}  {printable(entry.name)}  [{entry.index}]")
     return ranked
 
 

@@ -16,15 +16,15 @@ This is a thin wrapper over :func:`rnlvideo.evaluate`.
 
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import rnlvideo  # noqa: E402
-from rnlvideo.analysis.tool_args import TRUST_FLAG, split_tool_args  # noqa: E402
-from rnlvideo.checkpoint import CheckpointError  # noqa: E402
-from rnlvideo.config import ConfigError, DatasetNotFoundError  # noqa: E402
+import rnlvideo
+from rnlvideo.cli import (
+    TOOL_ERRORS,
+    TRUST_FLAG,
+    exit_refused,
+    split_tool_args,
+)
 
 logger = logging.getLogger("test")
 USAGE = (
@@ -34,17 +34,16 @@ USAGE = (
 
 def main(argv: list[str]) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    own, overrides = split_tool_args(argv, ("ckpt", "out"))
-    if "ckpt" not in own:
-        sys.exit(USAGE)
-    paths = own["ckpt"] if isinstance(own["ckpt"], list) else [own["ckpt"]]
     try:
+        own, overrides = split_tool_args(argv, ("ckpt", "out"))
+        if "ckpt" not in own:
+            raise ValueError(USAGE)
+        paths = own["ckpt"] if isinstance(own["ckpt"], list) else [own["ckpt"]]
         metrics = rnlvideo.evaluate(
             paths, overrides=overrides, out_dir=own.get("out"), trust_code=TRUST_FLAG in own
         )
-    except (CheckpointError, ConfigError, DatasetNotFoundError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        sys.exit(2)
+    except TOOL_ERRORS as err:
+        exit_refused(logger, err)
     protocol = metrics["protocol"]
     logger.info(
         "%s (%d views): top1 %.2f  top5 %.2f  mean-class %.2f  (%d videos) -> %s",

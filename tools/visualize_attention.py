@@ -15,13 +15,16 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rnlvideo.analysis.attention import attention_maps  # noqa: E402
-from rnlvideo.analysis.attention_plot import save_attention_png  # noqa: E402
-from rnlvideo.analysis.checkpoints import load_trained_model  # noqa: E402
-from rnlvideo.analysis.single_video import config_views  # noqa: E402
-from rnlvideo.analysis.tool_args import TRUST_FLAG, split_tool_args  # noqa: E402
+from rnlvideo.analysis.attention import attention_maps
+from rnlvideo.analysis.attention_plot import save_attention_png
+from rnlvideo.analysis.single_video import config_views
+from rnlvideo.cli import (
+    TOOL_ERRORS,
+    TRUST_FLAG,
+    split_tool_args,
+)
+from rnlvideo.engine.trained_model import load_trained_model
+from rnlvideo.text import printable
 
 USAGE = (
     "usage: python tools/visualize_attention.py ckpt=PATH video=PATH [block=layer2_0] "
@@ -31,18 +34,24 @@ USAGE = (
 
 def main(argv: list[str]) -> Path:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    own, overrides = split_tool_args(argv, ("ckpt", "video", "block", "queries", "out"))
-    if "ckpt" not in own or "video" not in own:
-        sys.exit(USAGE)
-    trained = load_trained_model(own["ckpt"], overrides, trust_code=TRUST_FLAG in own)
-    clip = config_views(own["video"], trained.cfg, single_view=True)[0]  # (C, T, H, W)
-    queries = own.get("queries")
-    maps = attention_maps(trained.model, clip, block=own.get("block"), queries=queries)
-    video = Path(own["video"])
-    default_out = trained.path.parent / f"attention_{video.stem}_{maps.block}.png"
-    title = f"{maps.kind} attention, {maps.block}: {video.name}"
-    path = save_attention_png(maps, own.get("out", default_out), title)
-    print(f"wrote {path}")
+    try:
+        own, overrides = split_tool_args(argv, ("ckpt", "video", "block", "queries", "out"))
+        if "ckpt" not in own or "video" not in own:
+            raise ValueError(USAGE)
+        trained = load_trained_model(own["ckpt"], overrides, trust_code=TRUST_FLAG in own)
+        clip = config_views(own["video"], trained.cfg, single_view=True)[0]  # (C, T, H, W)
+        queries = own.get("queries")
+        maps = attention_maps(trained.model, clip, block=own.get("block"), queries=queries)
+        video = Path(own["video"])
+        default_out = trained.path.parent / f"attention_{video.stem}_{maps.block}.png"
+        title = f"{maps.kind} attention, {maps.block}: {printable(video.name)}"
+        path = save_attention_png(maps, own.get("out", default_out), title)
+    except TOOL_ERRORS as err:
+        logging.getLogger("visualize_attention").error(
+            "%s", printable(str(err), keep_newlines=True)
+        )
+        sys.exit(2)
+    print(f"wrote {printable(str(path))}")
     return path
 
 

@@ -10,11 +10,8 @@ datasets/kinetics/README.md. Exit status: 0 written; 2 missing folders or unknow
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from rnlvideo.data.lists import prepare_kinetics, write_prepared_lists  # noqa: E402
+from rnlvideo.data.annotations import prepare_kinetics, write_prepared_lists
 
 logger = logging.getLogger("prepare_kinetics")
 

@@ -10,11 +10,8 @@ written unless ``--allow-missing``); 2 unreadable annotations (the error names f
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from rnlvideo.data.lists import prepare_sthv1, write_prepared_lists  # noqa: E402
+from rnlvideo.data.annotations import prepare_sthv1, write_prepared_lists
 
 logger = logging.getLogger("prepare_sthv1")
 

@@ -1,7 +1,7 @@
 """Make video lists of Something-Something V2 from its JSON annotations and the .webm files.
 
     python datasets/sthv2/prepare.py --root $STHV2_ROOT [--videos-dir 20bn-something-something-v2]
-                                     [--no-count] [--allow-missing]
+                                     [--no-count] [--allow-missing] [--video-backend auto]
 
 Writes ``category.txt``, ``train_videolist.txt`` and ``val_videolist.txt`` in ``--root``
 (``<id>.webm num_frames label``; ``<id>.webm label`` with ``--no-count``). See
@@ -12,11 +12,9 @@ written unless ``--allow-missing``); 2 unreadable annotations.
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from rnlvideo.data.lists import prepare_sthv2, write_prepared_lists  # noqa: E402
+from rnlvideo.data.annotations import prepare_sthv2, write_prepared_lists
+from rnlvideo.data.decoders import VIDEO_BACKENDS
 
 logger = logging.getLogger("prepare_sthv2")
 
@@ -33,11 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-missing", action="store_true", help="leave videos missing on disk out"
     )
+    parser.add_argument(
+        "--video-backend",
+        default="auto",
+        choices=("auto", *VIDEO_BACKENDS),
+        help="decoder that counts the frames (every backend counts the same)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
     try:
-        prepared = prepare_sthv2(args.root, args.videos_dir, count=not args.no_count)
-    except (FileNotFoundError, ValueError) as err:
+        prepared = prepare_sthv2(
+            args.root, args.videos_dir, count=not args.no_count, video_backend=args.video_backend
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         logger.error("%s", err)
         return 2
     return 0 if write_prepared_lists(prepared, args.root, args.allow_missing) else 1

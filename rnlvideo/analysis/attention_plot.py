@@ -56,7 +56,7 @@ def attention_figure(maps: AttentionMaps, title: str | None = None) -> Figure:
         axes[q, 0].set_ylabel(
             f"query ({t_query}, {y:.2f}, {x:.2f})\npeak {peak:.1f}x uniform", fontsize=7
         )
-    fig.suptitle(title or f"{maps.kind} attention, {maps.block}", fontsize=10)
+    fig.suptitle(title or f"{maps.kind} attention, {maps.block}", fontsize=10, parse_math=False)
     fig.subplots_adjust(
         left=0.06,
         right=0.99,

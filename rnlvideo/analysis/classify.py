@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from rnlvideo.analysis.checkpoints import TrainedModel
 from rnlvideo.analysis.single_video import config_views
 from rnlvideo.data.pathways import with_pathways
 from rnlvideo.engine.distributed import resolve_device
 from rnlvideo.engine.evaluation import view_scores
+from rnlvideo.engine.trained_model import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ def classify_video(
 ) -> tuple[list[ClassScore], int]:
     """The ``topk`` most probable classes of ``video`` and the number of views.
 
-    ``video``: a frame folder, a video file or uint8 frames ``(num_frames, 3, H, W)``.
+    ``video``: a frame folder, a packed frame file, a video file (decoded by the config's
+    ``data.video_backend``) or uint8 frames ``(num_frames, 3, H, W)``.
 
     The video is sampled and cropped by the config's test protocol (``protocol=1x1`` by
     default: one clip, centre crop). Probabilities are the softmax of the view-averaged logits,

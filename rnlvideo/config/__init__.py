@@ -1,34 +1,42 @@
 """The config layer: schema, validation, composition and building from configs.
 
-Nothing here imports the engine; checkpoints are read by :mod:`rnlvideo.checkpoint`.
+Nothing here imports the engine; checkpoints are read by :mod:`rnlvideo.checkpoint_format`.
+The names below load on first use, so that ``rnlvideo.config.schema`` (which the data layer
+reads its test-protocol names from) imports without Hydra.
 """
 
-from rnlvideo.config.build import DATA_SPLITS, build_dataset, build_model, check_dataset_on_disk
-from rnlvideo.config.compose import (
-    CONFIG_DIR,
-    apply_overrides,
-    compose_config,
-    portable_config,
-)
-from rnlvideo.config.errors import ConfigError, DatasetNotFoundError, UntrustedTargetError
-from rnlvideo.config.schema import PROTOCOL_PRESETS, register_schemas
-from rnlvideo.config.targets import ALLOWED_TARGETS
-from rnlvideo.config.validation import validate_config
+from __future__ import annotations
 
-__all__ = [
-    "ALLOWED_TARGETS",
-    "CONFIG_DIR",
-    "DATA_SPLITS",
-    "PROTOCOL_PRESETS",
-    "ConfigError",
-    "DatasetNotFoundError",
-    "UntrustedTargetError",
-    "apply_overrides",
-    "build_dataset",
-    "build_model",
-    "check_dataset_on_disk",
-    "compose_config",
-    "portable_config",
-    "register_schemas",
-    "validate_config",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DATA_SPLITS": "build",
+    "build_dataset": "build",
+    "build_model": "build",
+    "check_category_file": "build",
+    "check_dataset_on_disk": "build",
+    "config_node": "build",
+    "instantiate": "build",
+    "CONFIG_DIR": "compose",
+    "apply_overrides": "compose",
+    "compose_config": "compose",
+    "portable_config": "compose",
+    "select_protocol": "compose",
+    "ConfigError": "errors",
+    "DatasetNotFoundError": "errors",
+    "UntrustedTargetError": "errors",
+    "PROTOCOL_PRESETS": "schema",
+    "register_schemas": "schema",
+    "ALLOWED_TARGETS": "targets",
+    "validate_config": "validation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rnlvideo.config' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"rnlvideo.config.{module}"), name)

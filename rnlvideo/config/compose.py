@@ -70,15 +70,19 @@ _ABSENT = object()
 
 
 def apply_overrides(
-    cfg: DictConfig, overrides: Sequence[str], trust_code: bool = False
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    trust_code: bool = False,
+    protocol: str | None = None,
 ) -> DictConfig:
     """A stored config with command-line style overrides applied, then validated again.
 
     ``key=value`` changes an existing key, ``+key=value`` adds one, ``++key=value`` sets
     either way, ``~key`` deletes one; values use Hydra's override syntax. ``protocol=NAME``
-    picks a test-protocol preset (``1x1``, ``2x3``, ``10x3``). Other config groups
-    (``model=``, ``data=``, ``+experiment=``) are refused: a checkpoint's model and data are
-    the ones it was trained with, so change their keys instead (``data.root=...``).
+    (or the argument ``protocol``, applied before the overrides) picks a test-protocol preset
+    (``1x1``, ``2x3``, ``10x3``). Other config groups (``model=``, ``data=``,
+    ``+experiment=``) are refused: a checkpoint's model and data are the ones it was trained
+    with, so change their keys instead (``data.root=...``).
     """
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -86,13 +90,20 @@ def apply_overrides(
         raise ConfigError(str(err).splitlines()[0]) from None
     container = OmegaConf.to_container(cfg, resolve=False)
     result = OmegaConf.create(container)
+    if protocol is not None:
+        result = select_protocol(result, protocol)
     for override in parsed:
         text = override.input_line
         key = override.key_or_group
         if override.is_sweep_override() or override.package:
             raise ConfigError(f"{text}: sweeps and @package overrides do not apply here")
         if key in CONFIG_GROUPS:
-            _choose_group(result, key, override.value(), text)
+            if key != "protocol":
+                raise ConfigError(
+                    f"{text}: a checkpoint's {key} is the one it was trained with; change its "
+                    f"keys instead (for example data.root=/path/to/data)"
+                )
+            result = select_protocol(result, override.value())
             continue
         exists = OmegaConf.select(result, key, default=_ABSENT) is not _ABSENT
         if override.is_delete():
@@ -110,12 +121,11 @@ def apply_overrides(
     return validate_config(result, trust_code=trust_code)
 
 
-def _choose_group(cfg: DictConfig, group: str, choice: Any, text: str) -> None:
-    if group != "protocol":
-        raise ConfigError(
-            f"{text}: a checkpoint's {group} is the one it was trained with; change its keys "
-            f"instead (for example data.root=/path/to/data)"
-        )
-    if choice not in PROTOCOL_PRESETS:
-        raise ConfigError(f"{text}: expected one of {', '.join(PROTOCOL_PRESETS)}")
-    cfg.protocol = OmegaConf.structured(PROTOCOL_PRESETS[choice])
+def select_protocol(cfg: DictConfig, name: Any) -> DictConfig:
+    """``cfg`` with the test-protocol preset ``name`` (``1x1``, ``2x3``, ``10x3``) as its
+    ``protocol``; raises ConfigError for another name."""
+    if name not in PROTOCOL_PRESETS:
+        raise ConfigError(f"protocol={name}: expected one of {', '.join(PROTOCOL_PRESETS)}")
+    chosen = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    chosen.protocol = OmegaConf.structured(PROTOCOL_PRESETS[name])
+    return chosen

@@ -17,8 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# The samplings and crop counts a test protocol may use (rnlvideo/data/sampling.py: the formulas
+# and the automatic choice; rnlvideo/engine/protocols.py: the protocol built from them).
+TEST_SAMPLINGS = ("tsn_test", "twice", "dense_test", "tsn_val")
+TEST_CROPS = (1, 3)  # one centre crop, or TSM's three "full-res" crops
 
 
 def setting(default: Any = MISSING, **rules: Any) -> Any:
@@ -73,8 +77,8 @@ class ProtocolConfig:
     """``protocol.*``: test views, ``clips`` temporal clips x ``crops`` spatial crops."""
 
     clips: int = setting(1, min=1)
-    crops: int = setting(1, choices=(1, 3))
-    sampling: str = setting("auto", choices=("auto", "tsn_test", "twice", "dense_test", "tsn_val"))
+    crops: int = setting(1, choices=TEST_CROPS)
+    sampling: str = setting("auto", choices=("auto", *TEST_SAMPLINGS))
     crop_size: int | None = setting(None, min=1)
 
 
@@ -83,6 +87,11 @@ PROTOCOL_PRESETS = {
     "2x3": ProtocolConfig(clips=2, crops=3),
     "10x3": ProtocolConfig(clips=10, crops=3),
 }
+
+
+# rnlvideo/data/decoders.py (VIDEO_BACKENDS) and rnlvideo/data/frames.py (FRAME_STORES)
+VIDEO_BACKENDS = ("auto", "pyav", "torchcodec", "decord")
+FRAME_STORES = ("folders", "packed")
 
 
 @dataclass
@@ -99,6 +108,8 @@ class DataConfig:
     min_frames: int = setting(3, min=1)
     device_transform: bool = False
     slowfast_alpha: int | None = setting(None, min=1)  # [slow, fast] clips for SlowFast models
+    video_backend: str = setting("auto", choices=VIDEO_BACKENDS)  # decoder of video files
+    frame_store: str = setting("folders", choices=FRAME_STORES)  # frame folders or packed files
     prepare_hint: str = ""
     train: Any = MISSING
     val: Any = MISSING
@@ -185,6 +196,8 @@ SECTIONS: dict[str, type] = {
 
 def register_schemas() -> None:
     """Put the schemas and protocol presets in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore  # Hydra is needed to compose, not to build
+
     store = ConfigStore.instance()
     store.store(name="rnlvideo_schema", node=RootConfig)
     store.store(group="optim", name="sgd_schema", node=SGDConfig)

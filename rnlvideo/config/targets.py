@@ -1,12 +1,14 @@
 """Which code a config may name: the allow-list of ``_target_`` builders and their signatures.
 
-A config node with a ``_target_`` is turned into a call of that function or class by Hydra's
-``instantiate``. Configs and checkpoints can come from someone else, so a ``_target_`` must be
-one of the project's own builders (:data:`ALLOWED_TARGETS`); anything else is refused with the
-key named unless the caller trusts the config's code (``--trust-code``). Every other key of a
-target node must be a keyword argument of the builder, and simple annotated types (``int``,
-``float``, ``bool``, ``str``, optional and sequence forms of them) are checked, so a typo or a
-wrong value fails before anything is built.
+A config node with a ``_target_`` is turned into a call of that function or class
+(:func:`rnlvideo.config.build.instantiate`). Configs and checkpoints can come from someone
+else, so a ``_target_`` must be one of the project's own builders (:data:`ALLOWED_TARGETS`);
+anything else is refused with the key named unless the caller trusts the config's code
+(``--trust-code``). Every other key of a target node must be a keyword argument of the
+builder, and simple annotated types (``int``, ``float``, ``bool``, ``str``, optional and
+sequence forms of them) are checked, so a typo or a wrong value fails before anything is
+built. Hydra's instantiate options (``_partial_``, ``_args_``, ``_recursive_``,
+``_convert_``) are not part of rnlvideo's configs and are refused like any unknown key.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ ALLOWED_TARGETS = frozenset(
         "rnlvideo.engine.optim.create_scheduler",
     }
 )
-# Keys of a target node that steer ``instantiate`` itself rather than name an argument.
-INSTANTIATE_KEYS = frozenset({"_target_", "_recursive_", "_convert_", "_partial_"})
+# The dataset builders: their ``num_classes`` must be ``data.num_classes`` (label checks).
+DATASET_TARGETS = frozenset({"rnlvideo.data.FrameFolderDataset", "rnlvideo.data.VideoFileDataset"})
 
 
 def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -54,11 +56,46 @@ def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, Mapping[str, 
             yield from target_nodes(value, f"{path}[{index}]")
 
 
+def _where(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def resolve_target(node: Mapping[str, Any], path: str, trust_code: bool = False) -> Callable:
+    """The builder a target node names, imported only once the allow-list admits it.
+
+    Raises:
+        UntrustedTargetError: the ``_target_`` is not one of the project's builders.
+        ConfigError: it is not a dotted name, or cannot be imported.
+    """
+    where = _where(path, "_target_")
+    target = node["_target_"]
+    if not isinstance(target, str):
+        raise ConfigError(f"{where}={target!r}: expected the dotted name of a builder")
+    if target not in ALLOWED_TARGETS and not trust_code:
+        raise UntrustedTargetError(
+            f"{where}={target!r}: not one of rnlvideo's builders, so the config may not "
+            f"run it. A config or checkpoint can come from anyone; if you wrote this one, "
+            f"allow its code with --trust-code (Python: trust_code=True)."
+        )
+    try:
+        return get_object(target)
+    except Exception as err:  # noqa: BLE001 - any import failure is the config's fault
+        raise ConfigError(f"{where}={target!r}: cannot be imported ({err})") from None
+
+
+def check_target_node(node: Mapping[str, Any], path: str, trust_code: bool = False) -> Callable:
+    """The builder of one target node, after checking its name and keyword arguments."""
+    builder = resolve_target(node, path, trust_code)
+    check_arguments(builder, node, path)
+    return builder
+
+
 def check_target_nodes(container: Any, trust_code: bool = False) -> None:
     """Refuse targets outside :data:`ALLOWED_TARGETS` and keys their builders do not take.
 
-    ``container`` is a resolved plain config (``OmegaConf.to_container(cfg, resolve=True)``).
-    With ``trust_code`` any importable target is allowed; its keys are still checked.
+    ``container`` is a resolved plain config. Every target is checked against the allow-list
+    before any is imported. With ``trust_code`` any importable target is allowed; its keys are
+    still checked.
 
     Raises:
         UntrustedTargetError: a ``_target_`` is not one of the project's builders.
@@ -66,23 +103,11 @@ def check_target_nodes(container: Any, trust_code: bool = False) -> None:
     """
     nodes = list(target_nodes(container))
     for path, node in nodes:
-        where = f"{path}._target_" if path else "_target_"
         target = node["_target_"]
-        if not isinstance(target, str):
-            raise ConfigError(f"{where}={target!r}: expected the dotted name of a builder")
-        if target not in ALLOWED_TARGETS and not trust_code:
-            raise UntrustedTargetError(
-                f"{where}={target!r}: not one of rnlvideo's builders, so the config may not "
-                f"run it. A config or checkpoint can come from anyone; if you wrote this one, "
-                f"allow its code with --trust-code (Python: trust_code=True)."
-            )
+        if isinstance(target, str) and target not in ALLOWED_TARGETS and not trust_code:
+            resolve_target(node, path)  # raises UntrustedTargetError
     for path, node in nodes:
-        try:
-            builder = get_object(node["_target_"])
-        except Exception as err:  # noqa: BLE001 - any import failure is the config's fault
-            where = f"{path}._target_" if path else "_target_"
-            raise ConfigError(f"{where}={node['_target_']!r}: cannot be imported ({err})") from None
-        check_arguments(builder, node, path)
+        check_target_node(node, path, trust_code)
 
 
 def _signature_parameters(builder: Callable) -> tuple[dict[str, inspect.Parameter], bool]:
@@ -110,9 +135,14 @@ def check_arguments(builder: Callable, node: Mapping[str, Any], path: str) -> No
     hints = _type_hints(builder)
     name = getattr(builder, "__qualname__", str(builder))
     for key, value in node.items():
-        if key in INSTANTIATE_KEYS:
+        if key == "_target_":
             continue
-        where = f"{path}.{key}" if path else str(key)
+        where = _where(path, str(key))
+        if not isinstance(key, str) or (key.startswith("_") and key.endswith("_")):
+            raise ConfigError(
+                f"{where}: not a keyword argument of {name}; instantiate options "
+                "(_partial_, _args_, _recursive_, _convert_) are not accepted"
+            )
         if key not in parameters:
             if takes_any:
                 continue

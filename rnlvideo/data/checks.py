@@ -1,10 +1,11 @@
 """Check a split's list file against the data on disk (``tools/check_dataset.py``).
 
 Problem kinds (``PROBLEM_KINDS``): a malformed line or a list without videos, a path that is
-absolute or leaves the data root, a missing frame folder or video, a frame count that differs
-from the disk, expected frame files that are absent, unreadable frames or videos and frames of
-one video that differ in size (``decode=True``), labels out of range, videos listed twice, and
-a category file that disagrees with ``data.num_classes``. Videos listed with fewer than
+absolute or leaves the data root, a missing frame folder, packed file or video, a frame count
+that differs from the disk, expected frame files that are absent, a truncated or corrupt packed
+file, unreadable frames or videos and frames of one video that differ in size
+(``decode=True``), labels out of range, videos listed twice, and a category file that disagrees
+with ``data.num_classes``. Videos listed with fewer than
 ``min_frames`` frames are counted (the datasets leave them out), not reported as problems.
 
 :func:`check_class_count` is the start-of-run check of the category file that training and
@@ -17,33 +18,47 @@ import inspect
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig
 
-from rnlvideo.data.frames import DEFAULT_MIN_FRAMES, FrameFolderDataset, VideoDataError, load_frame
+from rnlvideo.config.build import config_node
+from rnlvideo.config.targets import resolve_target
+from rnlvideo.data.decoders import read_video_frames
+from rnlvideo.data.frames import (
+    DEFAULT_MIN_FRAMES,
+    FrameFolderDataset,
+    VideoDataError,
+    decode_frame,
+    load_frame,
+)
 from rnlvideo.data.lists import (
     VideoRecord,
+    check_filename_template,
     check_label,
     check_list_path,
     iter_list_lines,
     parse_list_line,
+    path_under,
     read_categories,
 )
-from rnlvideo.data.video import VideoFileDataset, read_video_frames
+from rnlvideo.data.packed import PACK_SUFFIX, PackedFormatError, PackedFrames
+from rnlvideo.data.video import VideoFileDataset
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_KINDS = {
     "list": "list file missing or empty, or line malformed",
     "path": "list path absolute or outside the data root",
-    "missing": "frame folder or video file not found",
+    "missing": "frame folder, packed file or video file not found",
     "frame_count": "frame count in the list differs from the disk",
     "missing_frame": "frame files absent from a folder",
-    "unreadable": "frame or video cannot be decoded",
+    "unreadable": "frame, packed file or video cannot be read or decoded",
     "frame_size": "frames of one video differ in size",
     "label": "label out of range",
     "duplicate": "video listed more than once",
@@ -73,6 +88,8 @@ class ListSettings:
     filename_tmpl: str = "{:05d}.jpg"
     start_index: int = 1
     min_frames: int = DEFAULT_MIN_FRAMES
+    frame_store: str = "folders"  # frames: "folders" | "packed"
+    video_backend: str = "auto"  # video: the decoder that probes them
 
 
 @dataclass
@@ -93,9 +110,12 @@ class SplitReport:
         return Counter(problem.kind for problem in self.problems)
 
 
-def list_settings(node: DictConfig) -> ListSettings:
-    """The settings of a ``data.<split>`` node, with the dataset class's defaults filled in."""
-    cls = get_class(node._target_)
+def list_settings(node: Mapping[str, Any], path: str = "data") -> ListSettings:
+    """The settings of a plain ``data.<split>`` node (at ``path``), with the dataset class's
+    defaults filled in; only rnlvideo's own dataset classes can be checked."""
+    cls = resolve_target(node, path)
+    if not isinstance(cls, type):
+        raise ValueError(f"{path}: cannot check {cls!r}: expected a frame or video dataset")
     if issubclass(cls, VideoFileDataset):
         kind = "video"
     elif issubclass(cls, FrameFolderDataset):
@@ -107,7 +127,8 @@ def list_settings(node: DictConfig) -> ListSettings:
         for name, parameter in inspect.signature(cls).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
-    values.update(OmegaConf.to_container(node, resolve=True))
+    values.update(node)
+    check_filename_template(values.get("filename_tmpl", "{:05d}.jpg"), f"{path}.filename_tmpl")
     return ListSettings(
         kind=kind,
         root=Path(values["root"]),
@@ -115,23 +136,30 @@ def list_settings(node: DictConfig) -> ListSettings:
         filename_tmpl=values.get("filename_tmpl", "{:05d}.jpg"),
         start_index=values.get("start_index", 1),
         min_frames=values.get("min_frames", DEFAULT_MIN_FRAMES),
+        frame_store=values.get("frame_store", "folders"),
+        video_backend=values.get("video_backend", "auto"),
     )
 
 
-def _decode_frames(folder: Path, names: list[str]) -> list[Problem]:
+def _decode_frames(
+    folder: Path, names: list[str], decode: Callable[[str], torch.Tensor] | None = None
+) -> list[Problem]:
+    """Decode frames ``names`` (files of ``folder``, or what ``decode(name)`` returns)."""
     unreadable, shapes = [], set()
     for name in names:
         try:
-            shapes.add(tuple(load_frame(folder / name).shape))
+            frame = load_frame(folder / name) if decode is None else decode(name)
+            shapes.add(tuple(frame.shape))
         except VideoDataError as error:
             unreadable.append((name, error))
     problems = []
     if unreadable:
         name, error = unreadable[0]
+        where = str(folder / name) if decode is None else str(folder)
         problems.append(
             Problem(
                 "unreadable",
-                str(folder / name),
+                where,
                 f"{len(unreadable)} of {len(names)} frames unreadable; first: {error}",
             )
         )
@@ -140,9 +168,46 @@ def _decode_frames(folder: Path, names: list[str]) -> list[Problem]:
     return problems
 
 
+def check_packed_file(settings: ListSettings, record: VideoRecord, decode: bool) -> list[Problem]:
+    """Problems of one packed frame file: missing, truncated or corrupt, frame count; with
+    ``decode``, every frame's checksum and JPEG data."""
+    path = path_under(settings.root, f"{record.path}{PACK_SUFFIX}")
+    try:
+        packed = PackedFrames(path)
+    except FileNotFoundError:
+        return [Problem("missing", str(path), "packed frame file not found")]
+    except PackedFormatError as error:
+        return [Problem("unreadable", str(path), str(error))]
+    with packed:
+        try:
+            count = packed.count
+        except PackedFormatError as error:
+            return [Problem("unreadable", str(path), str(error))]
+        if count != record.num_frames:
+            return [
+                Problem(
+                    "frame_count",
+                    str(path),
+                    f"list says {record.num_frames} frames, packed file has {count}",
+                )
+            ]
+        if not decode:
+            return []
+
+        def decode_packed(index: str) -> torch.Tensor:
+            try:
+                (data,) = packed.read([int(index)])
+            except PackedFormatError as error:
+                raise VideoDataError(str(error)) from error
+            frame = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_frame(frame, f"{path} (frame {index})")
+
+        return _decode_frames(path, [str(i) for i in range(count)], decode_packed)
+
+
 def check_frame_folder(settings: ListSettings, record: VideoRecord, decode: bool) -> list[Problem]:
     """Problems of one frame folder: missing, frame count, absent or unreadable frames."""
-    folder = settings.root / record.path
+    folder = path_under(settings.root, record.path)
     try:
         present = set(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
@@ -181,7 +246,7 @@ def check_video_file(settings: ListSettings, record: VideoRecord, decode: bool) 
     The probe opens the container, compares its frame count with the list's and decodes the
     first and last frames.
     """
-    path = settings.root / record.path
+    path = path_under(settings.root, record.path)
     if not path.is_file():
         return [Problem("missing", str(path), "video file not found")]
     if path.stat().st_size == 0:
@@ -195,7 +260,7 @@ def check_video_file(settings: ListSettings, record: VideoRecord, decode: bool) 
         return [0, num_frames - 1]
 
     try:
-        read_video_frames(path, first_and_last)
+        read_video_frames(path, first_and_last, settings.video_backend)
     except VideoDataError as error:
         return [Problem("unreadable", str(path), str(error))]
     if record.num_frames is not None and counted[0] != record.num_frames:
@@ -307,7 +372,10 @@ def check_list(
     if not settings.root.is_dir():
         report.problems.append(Problem("missing", str(settings.root), "data root not found"))
         return report
-    check = check_video_file if settings.kind == "video" else check_frame_folder
+    if settings.kind == "video":
+        check = check_video_file
+    else:
+        check = check_packed_file if settings.frame_store == "packed" else check_frame_folder
     with ThreadPoolExecutor(max(workers, 1)) as pool:
         results = pool.map(lambda record: check(settings, record, decode), records)
         for done, problems in enumerate(results, start=1):
@@ -319,7 +387,7 @@ def check_list(
 
 def check_split(cfg: DictConfig, split: str, decode: bool = False, workers: int = 1) -> SplitReport:
     """Check ``cfg.data.<split>``'s list against the disk, as training would load it."""
-    settings = list_settings(cfg.data[split])
+    settings = list_settings(config_node(cfg, f"data.{split}"), f"data.{split}")
     return check_list(split, settings, cfg.data.num_classes, decode, workers)
 
 
@@ -331,9 +399,14 @@ def check_config_categories(cfg: DictConfig) -> list[Problem]:
 def format_report(report: SplitReport, max_problems: int) -> str:
     """A summary of ``report`` and its first ``max_problems`` problems."""
     settings = report.settings
+    kind = (
+        "packed frames"
+        if settings.kind == "frames" and settings.frame_store == "packed"
+        else settings.kind
+    )
     lines = [
         f"{report.split}: {report.num_videos} videos in {settings.list_file} "
-        f"({settings.kind} under {settings.root}): "
+        f"({kind} under {settings.root}): "
         + ("OK" if report.ok else f"{len(report.problems)} problem(s)")
     ]
     if report.num_too_short:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,15 @@ from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from rnlvideo.data.device_transforms import DeferredClip, DeviceTransform, defer_transform
-from rnlvideo.data.lists import VideoRecord, check_label, read_categories, read_video_list
+from rnlvideo.data.lists import (
+    VideoRecord,
+    check_filename_template,
+    check_label,
+    path_under,
+    read_categories,
+    read_video_list,
+)
+from rnlvideo.data.packed import PACK_SUFFIX, PackedFormatError, PackedFrames
 from rnlvideo.data.pathways import check_slowfast_alpha, with_pathways
 from rnlvideo.data.sampling import RANDOM_MODES, clips_per_sample, sample_offsets
 from rnlvideo.data.transforms import FrameSizeError, VideoTransform
@@ -23,6 +31,9 @@ logger = logging.getLogger(__name__)
 # "resample" substitutes another video (training only); "exclude" marks the video for the
 # evaluation to leave out (evaluation only); "raise" stops.
 ON_ERROR_POLICIES = ("raise", "resample", "exclude")
+# How a frame dataset is stored: a folder of JPEG files per video, or one packed file per video
+# (rnlvideo.data.packed).
+FRAME_STORES = ("folders", "packed")
 # TSM leaves videos with fewer frames than this out of every split.
 DEFAULT_MIN_FRAMES = 3
 # Short videos named in the log when a list's short videos are left out.
@@ -36,6 +47,7 @@ _RESAMPLE_STREAM = 1
 
 __all__ = [
     "DEFAULT_MIN_FRAMES",
+    "FRAME_STORES",
     "ON_ERROR_POLICIES",
     "ClipDataset",
     "ExcludedVideo",
@@ -43,7 +55,9 @@ __all__ = [
     "SharedCounter",
     "VideoDataError",
     "VideoRecord",
+    "decode_frame",
     "load_frame",
+    "load_packed_frames",
     "read_categories",
     "read_video_list",
 ]
@@ -96,18 +110,48 @@ def load_frame(path: Path) -> torch.Tensor:
         raise VideoDataError(f"cannot read frame {path}: {exc}") from exc
     if data is None:
         raise VideoDataError(f"frame is an empty file (0 bytes): {path}")
+    return decode_frame(data, str(path))
+
+
+def decode_frame(data: torch.Tensor, where: str) -> torch.Tensor:
+    """Decode the JPEG bytes ``data`` (uint8 ``(L,)``) to RGB uint8 ``(3, H, W)``.
+
+    Data that is not a JPEG or does not decode raises :class:`VideoDataError` naming ``where``.
+    """
     head = data[:4].numpy().tobytes()
     if not head.startswith(_JPEG_MAGIC):
         found = next(
             (name for magic, name in _KNOWN_FORMATS.items() if head.startswith(magic)), None
         )
         what = f"{found} data" if found else f"starts with {head.hex(' ')}"
-        raise VideoDataError(f"frame is not a JPEG file ({what}): {path}")
+        raise VideoDataError(f"frame is not a JPEG file ({what}): {where}")
     try:
         return decode_jpeg(data, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as exc:
         reason = str(exc).rsplit(", ", 1)[-1]  # drop torchvision's source location
-        raise VideoDataError(f"cannot decode JPEG frame {path}: {reason}") from exc
+        raise VideoDataError(f"cannot decode JPEG frame {where}: {reason}") from exc
+
+
+def load_packed_frames(
+    path: Path, offsets: Sequence[int], opened: PackedFrames | None = None
+) -> list[torch.Tensor]:
+    """Decode frames ``offsets`` (0-based) of the packed file ``path``: RGB uint8 ``(3, H, W)``.
+
+    One file opened for all of them (``opened``: already opened, closed here). A missing,
+    truncated or corrupt file, or an offset beyond its frames, raises :class:`VideoDataError`
+    naming it.
+    """
+    try:
+        with opened if opened is not None else PackedFrames(path) as packed:
+            data = packed.read(offsets)
+    except FileNotFoundError:
+        raise VideoDataError(f"packed frame file not found: {path}") from None
+    except PackedFormatError as exc:
+        raise VideoDataError(str(exc)) from exc
+    return [
+        decode_frame(torch.frombuffer(bytearray(frame), dtype=torch.uint8), f"{path} (frame {i})")
+        for i, frame in zip(offsets, data, strict=True)
+    ]
 
 
 OffsetsFn = Callable[[int], np.ndarray]
@@ -279,9 +323,10 @@ class ClipDataset(Dataset):
     def video_location(self, record: VideoRecord) -> Path:
         """Where ``record``'s frame folder or file is: ``self.root / record.path``.
 
-        Subclasses set ``self.root``.
+        Subclasses set ``self.root``. A path that would leave the root raises
+        :class:`rnlvideo.data.lists.UnsafePathError` (never replaced by ``on_error``).
         """
-        return self.root / record.path
+        return path_under(self.root, record.path)
 
     def read_clip(self, record: VideoRecord, offsets_for: OffsetsFn) -> torch.Tensor:
         """Decode the frames at ``offsets_for(num_frames)``: uint8 ``(len(offsets), 3, H, W)``.
@@ -420,9 +465,11 @@ def check_on_error(on_error: str, sampling: str) -> None:
 class FrameFolderDataset(ClipDataset):
     """Videos as ``root/<record.path>/<filename_tmpl.format(offset + start_index)>`` JPEGs.
 
-    List lines are ``path num_frames label`` (TSM's ``*_videofolder.txt``). Samples, views,
-    randomness, list checks, ``min_frames``, ``on_error`` and ``device_transform``: see
-    :class:`ClipDataset`.
+    List lines are ``path num_frames label`` (TSM's ``*_videofolder.txt``). With
+    ``frame_store="packed"`` each video is read from its packed file ``root/<record.path>.pack``
+    instead (``tools/pack_frames.py``; :mod:`rnlvideo.data.packed`): the same JPEG bytes, so the
+    same pixels, with one file opened per clip. Samples, views, randomness, list checks,
+    ``min_frames``, ``on_error`` and ``device_transform``: see :class:`ClipDataset`.
     """
 
     def __init__(
@@ -443,7 +490,11 @@ class FrameFolderDataset(ClipDataset):
         flip_label_map: Mapping[int, int] | str | Path | None = None,
         num_classes: int | None = None,
         slowfast_alpha: int | None = None,
+        frame_store: str = "folders",
     ) -> None:
+        if frame_store not in FRAME_STORES:
+            raise ValueError(f"frame_store={frame_store!r}: expected one of {FRAME_STORES}")
+        self.frame_store = frame_store
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"frame root directory not found: {self.root}")
@@ -468,21 +519,60 @@ class FrameFolderDataset(ClipDataset):
                 f"{list_file}: frame folders need 'path num_frames label' lines; "
                 f"{len(uncounted)} lines have no frame count (first: {uncounted[0]})"
             )
+        check_filename_template(filename_tmpl)
         self.filename_tmpl = filename_tmpl
         self.start_index = start_index
+        self._opened: dict[Path, PackedFrames] = {}  # packed files of the batch being read
+
+    def packed_location(self, record: VideoRecord) -> Path:
+        """Where ``record``'s packed file is: ``self.root / (record.path + ".pack")``.
+
+        A path that would leave the root raises :class:`rnlvideo.data.lists.UnsafePathError`.
+        """
+        return path_under(self.root, f"{record.path}{PACK_SUFFIX}")
 
     def load_frames(self, record: VideoRecord, offsets: np.ndarray) -> torch.Tensor:
         """The frames at 0-based ``offsets`` as uint8 ``(len(offsets), 3, H, W)``."""
-        folder = self.root / record.path
-        decoded: dict[int, torch.Tensor] = {}
-        for offset in offsets.tolist():
-            if offset not in decoded:
-                name = self.filename_tmpl.format(offset + self.start_index)
-                decoded[offset] = load_frame(folder / name)
+        unique = sorted(set(offsets.tolist()))
+        if self.frame_store == "packed":
+            where = self.packed_location(record)
+            frames = load_packed_frames(where, unique, self._opened.pop(where, None))
+            decoded = dict(zip(unique, frames, strict=True))
+        else:
+            where = self.video_location(record)
+            names = {
+                offset: self.filename_tmpl.format(offset + self.start_index) for offset in unique
+            }
+            decoded = {
+                offset: load_frame(path_under(self.root, record.path, name))
+                for offset, name in names.items()
+            }
         sizes = {tuple(frame.shape) for frame in decoded.values()}
         if len(sizes) > 1:
-            raise VideoDataError(f"frames of {folder} differ in size: {sorted(sizes)}")
+            raise VideoDataError(f"frames of {where} differ in size: {sorted(sizes)}")
         return torch.stack([decoded[offset] for offset in offsets.tolist()])
 
     def read_clip(self, record: VideoRecord, offsets_for: OffsetsFn) -> torch.Tensor:
         return self.load_frames(record, offsets_for(record.num_frames))
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Sample, int]]:
+        """``[dataset[i] for i in indices]``, a DataLoader's batch.
+
+        From packed files, the batch's files are opened first and the kernel is asked to read
+        them ahead, so that their disk reads overlap the decoding (what a cold page cache
+        costs); each file is still opened once.
+        """
+        try:
+            if self.frame_store == "packed":
+                for index in indices:
+                    where = self.packed_location(self.records[index % len(self.records)])
+                    if where not in self._opened:
+                        try:
+                            self._opened[where] = PackedFrames(where, read_ahead=True)
+                        except (OSError, PackedFormatError):
+                            pass  # raised again, with the policy, when the video is read
+            return [self[index] for index in indices]
+        finally:
+            for packed in self._opened.values():
+                packed.close()
+            self._opened.clear()

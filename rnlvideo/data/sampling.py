@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnlvideo.config.schema import TEST_SAMPLINGS
+
 DENSE_WINDOW = 64
 SAMPLING_MODES = ("tsn_train", "tsn_val", "tsn_test", "twice", "dense_train", "dense_test")
 # The modes that draw random frames: training only.
@@ -165,3 +167,28 @@ def sample_offsets(
     if mode == "dense_train":
         return dense_offsets(num_frames, num_segments, rng=rng)
     return dense_offsets(num_frames, num_segments, num_clips=num_clips)
+
+
+def resolve_sampling(sampling: str, clips: int, val_sampling: str = "tsn_val") -> str:
+    """The test-time sampling mode that yields ``clips`` clips per video.
+
+    ``"auto"`` follows the data's validation sampling ``val_sampling``: dense data (Kinetics,
+    ``dense_*``) keeps ``dense_test``; TSN-style data (Something-Something) gets ``tsn_test``
+    for 1 clip, ``twice`` for 2 and ``dense_test`` for more. An explicit mode (one of
+    :data:`rnlvideo.config.schema.TEST_SAMPLINGS`) must give exactly ``clips`` clips;
+    ``tsn_val`` (validation during training: frame 0 for every segment of a video with
+    ``n <= T`` frames) reproduces the validation figures.
+    """
+    if sampling == "auto":
+        tsn_modes = {1: "tsn_test", 2: "twice"}
+        dense = val_sampling.startswith("dense")
+        sampling = "dense_test" if dense else tsn_modes.get(clips, "dense_test")
+    if sampling not in TEST_SAMPLINGS:
+        raise ValueError(
+            f"protocol.sampling={sampling!r}: expected 'auto' or one of {TEST_SAMPLINGS}"
+        )
+    if clips_per_sample(sampling, clips) != clips:
+        raise ValueError(
+            f"protocol.sampling={sampling!r} does not give protocol.clips={clips} clips"
+        )
+    return sampling

@@ -1,4 +1,4 @@
-"""The dataset of videos stored as files (mp4, webm, ...), decoded with decord."""
+"""The dataset of videos stored as files (mp4, webm, ...), decoded by a chosen backend."""
 
 from __future__ import annotations
 
@@ -6,49 +6,23 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from rnlvideo.data.frames import DEFAULT_MIN_FRAMES, ClipDataset, OffsetsFn, VideoDataError
+from rnlvideo.data.decoders import read_video_frames, resolve_backend
+from rnlvideo.data.frames import DEFAULT_MIN_FRAMES, ClipDataset, OffsetsFn
 from rnlvideo.data.lists import VideoRecord
 from rnlvideo.data.transforms import VideoTransform
 
 logger = logging.getLogger(__name__)
 
 
-def read_video_frames(
-    path: Path, offsets_for: OffsetsFn, num_threads: int = 1, min_frames: int = 1
-) -> torch.Tensor:
-    """Decode the frames at ``offsets_for(len(video))`` of a video file.
-
-    Returns uint8 ``(len(offsets), 3, H, W)``; each distinct frame is decoded once. A missing,
-    empty or undecodable file, or one with fewer than ``min_frames`` frames (at least 1), raises
-    :class:`VideoDataError` naming it.
-    """
-    import decord
-
-    if not path.is_file():
-        raise VideoDataError(f"video not found: {path}")
-    errors = (RuntimeError, decord.DECORDError)
-    try:
-        reader = decord.VideoReader(str(path), num_threads=num_threads)
-        num_frames = len(reader)
-    except errors as exc:
-        raise VideoDataError(f"cannot open video {path}: {exc}") from exc
-    if num_frames < max(min_frames, 1):
-        raise VideoDataError(
-            f"video has {num_frames} frames, fewer than min_frames={max(min_frames, 1)}: {path}"
-        )
-    unique, positions = np.unique(offsets_for(num_frames), return_inverse=True)
-    try:
-        frames = reader.get_batch(unique.tolist()).asnumpy()  # (U, H, W, 3)
-    except errors as exc:
-        raise VideoDataError(f"cannot decode video {path}: {exc}") from exc
-    return torch.from_numpy(frames[positions]).permute(0, 3, 1, 2)
-
-
 class VideoFileDataset(ClipDataset):
-    """Videos as files ``root/<record.path>``, decoded with decord (``pip install decord``).
+    """Videos as files ``root/<record.path>``, decoded by ``video_backend``.
+
+    ``video_backend``: ``auto`` (the first usable of PyAV, torchcodec, decord) or one of
+    :data:`rnlvideo.data.decoders.VIDEO_BACKENDS`; it is resolved when the dataset is built, so a
+    backend that is not installed fails then. Every backend gives the same frames for the same
+    indices (:mod:`rnlvideo.data.decoders`).
 
     List lines are ``path num_frames label`` or ``path label``. Frames are sampled from the
     container's own frame count (a list count that differs is reported by
@@ -56,7 +30,7 @@ class VideoFileDataset(ClipDataset):
     is smaller when the dataset is built; a video whose container holds fewer frames (the only
     count of a ``path label`` line) raises :class:`VideoDataError` when it is read, which goes
     through ``on_error``.
-    ``num_threads`` is decord's per-video decoding thread count (1 suits DataLoader workers).
+    ``num_threads`` is the decoder's per-video thread count (1 suits DataLoader workers).
     Samples, views, randomness, list checks, ``on_error`` and ``device_transform``: see
     :class:`ClipDataset`.
     """
@@ -78,7 +52,9 @@ class VideoFileDataset(ClipDataset):
         num_threads: int = 1,
         num_classes: int | None = None,
         slowfast_alpha: int | None = None,
+        video_backend: str = "auto",
     ) -> None:
+        self.video_backend = resolve_backend(video_backend)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"video root directory not found: {self.root}")
@@ -98,8 +74,13 @@ class VideoFileDataset(ClipDataset):
             slowfast_alpha=slowfast_alpha,
         )
         self.num_threads = num_threads
+        logger.info("%s: videos decoded with %s", self.list_file, self.video_backend)
 
     def read_clip(self, record: VideoRecord, offsets_for: OffsetsFn) -> torch.Tensor:
         return read_video_frames(
-            self.video_location(record), offsets_for, self.num_threads, self.min_frames
+            self.video_location(record),
+            offsets_for,
+            self.video_backend,
+            self.num_threads,
+            self.min_frames,
         )

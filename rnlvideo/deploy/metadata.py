@@ -9,6 +9,7 @@ every key's type and range and names the file and key it rejects.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnlvideo.checkpoint import software_versions
+from rnlvideo.checkpoint_format import software_versions
+from rnlvideo.config.schema import TEST_CROPS, TEST_SAMPLINGS
+from rnlvideo.data.sampling import SAMPLING_MODES
 from rnlvideo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from rnlvideo.engine.evaluation import CROP_COUNTS, TEST_SAMPLINGS, resolve_sampling
+from rnlvideo.engine.protocols import TestProtocol
 
 METADATA_FORMAT = 1
 INPUT_NAME = "clips"
@@ -95,7 +98,7 @@ def metadata_for(cfg: DictConfig, class_names: list[str]) -> ExportMetadata:
         num_segments=int(cfg.data.num_segments),
         crop_size=int(cfg.data.input_size),
         scale_size=int(cfg.data.scale_size),
-        sampling=resolve_sampling(protocol["sampling"], protocol["clips"], val_sampling),
+        sampling=TestProtocol.of(cfg).sampling,
         protocol=protocol,
         val_sampling=val_sampling,
         softmax=bool(cfg.eval.softmax),
@@ -116,7 +119,10 @@ def _number_triple(value: Any) -> bool:
     return (
         isinstance(value, list)
         and len(value) == 3
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
     )
 
 
@@ -125,7 +131,7 @@ def _protocol(value: Any) -> bool:
         isinstance(value, dict)
         and set(value) == {"clips", "crops", "sampling", "crop_size"}
         and _positive_int(value["clips"])
-        and value["crops"] in CROP_COUNTS
+        and value["crops"] in TEST_CROPS
         and value["sampling"] in ("auto", *TEST_SAMPLINGS)
         and (value["crop_size"] is None or _positive_int(value["crop_size"]))
     )
@@ -143,7 +149,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scale_size": (_positive_int, "a positive integer"),
     "sampling": (lambda v: v in TEST_SAMPLINGS, f"one of {TEST_SAMPLINGS}"),
     "protocol": (_protocol, "{clips: int >= 1, crops: 1 or 3, sampling, crop_size: int or null}"),
-    "val_sampling": (lambda v: isinstance(v, str), "a string"),
+    "val_sampling": (lambda v: v in SAMPLING_MODES, f"one of {SAMPLING_MODES}"),
     "softmax": (lambda v: isinstance(v, bool), "true or false"),
     "mean": (_number_triple, "3 numbers"),
     "std": (lambda v: _number_triple(v) and all(s > 0 for s in v), "3 positive numbers"),

@@ -23,9 +23,10 @@ from rnlvideo.analysis.single_video import video_views
 from rnlvideo.config import PROTOCOL_PRESETS
 from rnlvideo.deploy.formats import onnx_session
 from rnlvideo.deploy.metadata import ExportMetadata, MetadataError, metadata_from_mapping
-from rnlvideo.engine.evaluation import protocol_crop_size, resolve_sampling
+from rnlvideo.engine.protocols import TestProtocol
 
 PROTOCOL_KEYS = ("clips", "crops", "sampling", "crop_size")
+BACKEND_KEY = "data.video_backend"
 
 
 class ExportedClassifier:
@@ -39,7 +40,12 @@ class ExportedClassifier:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"exported model not found: {self.path}")
-        self.session = onnx_session(str(self.path))
+        try:
+            self.session = onnx_session(str(self.path))
+        except ImportError:
+            raise
+        except Exception as error:  # onnxruntime's own exception types, for a file it cannot load
+            raise MetadataError(f"{self.path}: not a loadable ONNX model ({error})") from None
         self.metadata = metadata_from_mapping(
             self.session.get_modelmeta().custom_metadata_map, self.path, encoded=True
         )
@@ -78,7 +84,7 @@ def _protocol_value(key: str, text: str) -> Any:
         raise ValueError(f"protocol.{key}={text!r}: expected an integer") from None
 
 
-def exported_protocol(metadata: ExportMetadata, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def exported_protocol(metadata: ExportMetadata, overrides: Sequence[str] = ()) -> TestProtocol:
     """The test protocol for an exported model: the stored one, changed by ``overrides``.
 
     ``overrides``: ``protocol=NAME`` (``1x1``, ``2x3``, ``10x3``) and
@@ -88,27 +94,33 @@ def exported_protocol(metadata: ExportMetadata, overrides: Sequence[str] = ()) -
     Raises:
         ValueError: any other override, a value out of range, or another crop size.
     """
-    protocol = dict(metadata.protocol)
+    settings = dict(metadata.protocol)
     for override in overrides:
         key, _, value = override.partition("=")
+        name = key.removeprefix("protocol.")
         if key == "protocol" and value in PROTOCOL_PRESETS:
-            protocol = asdict(PROTOCOL_PRESETS[value])
-        elif key.removeprefix("protocol.") in PROTOCOL_KEYS and key.startswith("protocol."):
-            name = key.removeprefix("protocol.")
-            protocol[name] = _protocol_value(name, value)
+            settings = asdict(PROTOCOL_PRESETS[value])
+        elif key.startswith("protocol.") and name in PROTOCOL_KEYS:
+            settings[name] = _protocol_value(name, value)
         else:
             raise ValueError(
                 f"{override}: an exported model takes only protocol=NAME "
                 f"({', '.join(PROTOCOL_PRESETS)}) and protocol.clips|crops|sampling|crop_size="
                 f"VALUE; its data settings are fixed at export"
             )
-    if protocol["clips"] < 1:
-        raise ValueError(f"protocol.clips={protocol['clips']}: expected a value >= 1")
-    resolve_sampling(protocol["sampling"], protocol["clips"], metadata.val_sampling)
-    size = protocol_crop_size(
-        protocol["crops"], metadata.crop_size, metadata.scale_size, protocol["crop_size"]
+    if settings["clips"] < 1:
+        raise ValueError(f"protocol.clips={settings['clips']}: expected a value >= 1")
+    protocol = TestProtocol.resolve(
+        clips=settings["clips"],
+        crops=settings["crops"],
+        input_size=metadata.crop_size,
+        scale_size=metadata.scale_size,
+        sampling=settings["sampling"],
+        crop_size=settings["crop_size"],
+        val_sampling=metadata.val_sampling,
     )
-    if size != metadata.crop_size:
+    if protocol.crop_size != metadata.crop_size:
+        size = protocol.crop_size
         raise ValueError(
             f"this protocol crops {size}x{size} pixels but the exported model takes "
             f"{metadata.crop_size}x{metadata.crop_size}: add protocol.crop_size="
@@ -127,23 +139,16 @@ def classify_exported(
     """The ``topk`` most probable classes of ``video`` and the number of views.
 
     ``model``: an exported ONNX file or its :class:`ExportedClassifier`; ``video``: a frame
-    folder, a video file or uint8 frames ``(num_frames, 3, H, W)``; ``overrides``: see
-    :func:`exported_protocol`.
+    folder, a packed frame file, a video file or uint8 frames ``(num_frames, 3, H, W)``;
+    ``overrides``: see :func:`exported_protocol`, and ``data.video_backend=NAME`` (the video
+    decoder, as for a checkpoint).
     """
     classifier = model if isinstance(model, ExportedClassifier) else ExportedClassifier(model)
     metadata = classifier.metadata
-    protocol = exported_protocol(metadata, overrides)
-    views = video_views(
-        video,
-        num_segments=metadata.num_segments,
-        input_size=metadata.crop_size,
-        scale_size=metadata.scale_size,
-        clips=protocol["clips"],
-        crops=protocol["crops"],
-        sampling=protocol["sampling"],
-        crop_size=protocol["crop_size"],
-        val_sampling=metadata.val_sampling,
-    )
+    backends = [o for o in overrides if o.startswith(f"{BACKEND_KEY}=")]
+    video_backend = backends[-1].partition("=")[2] if backends else "auto"
+    protocol = exported_protocol(metadata, [o for o in overrides if o not in backends])
+    views = video_views(video, metadata.num_segments, protocol, video_backend)
     ranked = rank_classes(
         classifier, views.unsqueeze(0), metadata.class_names, topk, metadata.softmax
     )

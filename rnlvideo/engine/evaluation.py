@@ -1,10 +1,9 @@
-"""Exact multi-view evaluation (every video once, whatever the world size) and test protocols.
+"""Exact multi-view evaluation (every video once, whatever the world size), and testing models.
 
-A test protocol is ``clips x crops`` views per video: ``clips`` temporal clips ("tsn_test" =
-TSN segment centres; "twice" = centres then starts, both with TSM's test-mode formula for
-every frame count; "dense_test" = evenly spaced 64-frame windows) times
-``crops`` spatial crops (1 centre crop, or TSM's 3 "full-res" crops). The model scores every
-view and the scores are averaged per video.
+The model scores every view of a video (the views of a test protocol,
+:mod:`rnlvideo.engine.protocols`) and the scores are averaged per video. :func:`test_models`
+is the one way a trained model (or an ensemble) is tested: by ``tools/test.py``, the Python
+API and the end of training.
 
 Evaluation never substitutes a video. A missing or unreadable val/test video stops it with the
 video's name (``eval.on_error=raise``, the default); with ``eval.on_error=exclude`` the dataset
@@ -18,29 +17,27 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from rnlvideo.config import check_dataset_on_disk
+from rnlvideo.config import ConfigError, check_category_file
+from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
 from rnlvideo.data.frames import VideoDataError
-from rnlvideo.data.sampling import clips_per_sample
-from rnlvideo.data.transforms import Compose, three_crop_transform, val_transform
 from rnlvideo.engine.distributed import DistContext, all_gather_objects
 from rnlvideo.engine.loaders import make_eval_loader
 from rnlvideo.engine.metrics import classification_metrics
 from rnlvideo.engine.progress import interactive
+from rnlvideo.engine.protocols import TestProtocol, build_test_dataset
+from rnlvideo.engine.reports import video_names, write_evaluation_report
+from rnlvideo.engine.trained_model import TrainedModel
 
 logger = logging.getLogger(__name__)
-
-TEST_SAMPLINGS = ("tsn_test", "twice", "dense_test", "tsn_val")
-CROP_COUNTS = (1, 3)
 
 
 @dataclass
@@ -56,150 +53,6 @@ class Predictions:
     scores: torch.Tensor
     labels: torch.Tensor
     excluded: dict[int, str] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------- protocols
-def resolve_sampling(sampling: str, clips: int, val_sampling: str = "tsn_val") -> str:
-    """The frame-sampling mode that yields ``clips`` clips per video.
-
-    ``"auto"`` follows the data's validation sampling ``val_sampling``: dense data (Kinetics,
-    ``dense_*``) keeps ``dense_test``; TSN-style data (Something-Something) gets ``tsn_test``
-    for 1 clip, ``twice`` for 2 and ``dense_test`` for more. An explicit mode must give
-    exactly ``clips`` clips; ``tsn_val`` (validation during training: frame 0 for every
-    segment of a video with ``n <= T`` frames) reproduces the validation figures.
-    """
-    if sampling == "auto":
-        tsn_modes = {1: "tsn_test", 2: "twice"}
-        dense = val_sampling.startswith("dense")
-        sampling = "dense_test" if dense else tsn_modes.get(clips, "dense_test")
-    if sampling not in TEST_SAMPLINGS:
-        raise ValueError(
-            f"protocol.sampling={sampling!r}: expected 'auto' or one of {TEST_SAMPLINGS}"
-        )
-    if clips_per_sample(sampling, clips) != clips:
-        raise ValueError(
-            f"protocol.sampling={sampling!r} does not give protocol.clips={clips} clips"
-        )
-    return sampling
-
-
-def protocol_crop_size(crops: int, input_size: int, scale_size: int, crop_size: int | None) -> int:
-    """Side of the square test crops.
-
-    ``crop_size`` if set, else ``input_size`` for one centre crop and ``scale_size`` for the
-    three "full-res" crops.
-    """
-    if crops not in CROP_COUNTS:
-        raise ValueError(f"protocol.crops={crops!r}: expected one of {CROP_COUNTS}")
-    if crop_size is not None:
-        return int(crop_size)
-    return input_size if crops == 1 else scale_size
-
-
-def protocol_transform(
-    crops: int, input_size: int, scale_size: int, crop_size: int | None = None
-) -> Compose:
-    """Shorter side to ``scale_size``, then 1 centre crop or 3 full-res crops, normalised.
-
-    ``(T, C, H, W)`` uint8 -> ``(T, C, S, S)`` (1 crop) or ``(3, T, C, S, S)`` (3 crops) float32,
-    ``S = protocol_crop_size(...)``.
-    """
-    size = protocol_crop_size(crops, input_size, scale_size, crop_size)
-    if crops == 1:
-        return val_transform(input_size=size, scale_size=scale_size)
-    return three_crop_transform(input_size=size, scale_size=scale_size)
-
-
-def protocol_dataset(
-    base: Mapping[str, Any],
-    root: str,
-    list_file: str,
-    input_size: int,
-    scale_size: int,
-    clips: int = 1,
-    crops: int = 1,
-    sampling: str = "auto",
-    crop_size: int | None = None,
-) -> Dataset:
-    """The test split under a ``clips x crops`` protocol (``protocol.*``).
-
-    ``base`` is a dataset config node (``data.val``: ``_target_`` and keyword arguments); the
-    dataset is built from it with ``root`` and ``list_file``, the protocol's sampling and
-    ``num_clips``, and :func:`protocol_transform` instead of its own transform, so every dataset
-    class (frame folders, video files) and option (``on_error``, ...) of the data config works.
-    ``dataset[i]`` is ``(C, T, S, S)`` for one view, else ``(clips * crops, C, T, S, S)``.
-    """
-    kwargs = dict(OmegaConf.to_container(base, resolve=True) if OmegaConf.is_config(base) else base)
-    make_dataset = get_method(kwargs.pop("_target_"))
-    kwargs.update(
-        root=root,
-        list_file=list_file,
-        sampling=resolve_sampling(sampling, clips, kwargs.get("sampling", "tsn_val")),
-        num_clips=clips,
-        transform=protocol_transform(crops, input_size, scale_size, crop_size),
-    )
-    return make_dataset(**kwargs)
-
-
-def describe_protocol(
-    clips: int,
-    crops: int,
-    input_size: int,
-    scale_size: int,
-    sampling: str = "auto",
-    crop_size: int | None = None,
-    val_sampling: str = "tsn_val",
-) -> dict[str, int | str]:
-    """The protocol as recorded in evaluation outputs (arguments: ``protocol.*``).
-
-    ``name`` is ``"<clips>x<crops>"``, suffixed with the sampling mode when it is not the
-    automatic choice and with the crop size when it is set explicitly.
-    """
-    resolved = resolve_sampling(sampling, clips, val_sampling)
-    name = f"{clips}x{crops}"
-    if resolved != resolve_sampling("auto", clips, val_sampling):
-        name += f"_{resolved}"
-    if crop_size is not None:
-        name += f"_{crop_size}px"
-    return {
-        "name": name,
-        "clips": clips,
-        "crops": crops,
-        "views": clips * crops,
-        "sampling": resolved,
-        "scale_size": scale_size,
-        "crop_size": protocol_crop_size(crops, input_size, scale_size, crop_size),
-    }
-
-
-def build_test_dataset(cfg: DictConfig) -> Dataset:
-    """The test split of ``cfg``: ``data.val``'s videos under the protocol ``cfg.protocol``."""
-    check_dataset_on_disk(cfg, "val")
-    protocol = cfg.protocol
-    return protocol_dataset(
-        base=cfg.data.val,
-        root=cfg.data.val.root,
-        list_file=cfg.data.val.list_file,
-        input_size=cfg.data.input_size,
-        scale_size=cfg.data.scale_size,
-        clips=protocol.clips,
-        crops=protocol.crops,
-        sampling=protocol.sampling,
-        crop_size=protocol.crop_size,
-    )
-
-
-def protocol_of(cfg: DictConfig) -> dict[str, int | str]:
-    """:func:`describe_protocol` of ``cfg.protocol`` with ``cfg``'s data settings."""
-    return describe_protocol(
-        clips=cfg.protocol.clips,
-        crops=cfg.protocol.crops,
-        input_size=cfg.data.input_size,
-        scale_size=cfg.data.scale_size,
-        sampling=cfg.protocol.sampling,
-        crop_size=cfg.protocol.crop_size,
-        val_sampling=cfg.data.val.sampling,
-    )
 
 
 # ------------------------------------------------------------------------------ inference
@@ -411,3 +264,88 @@ def _without(preds: Predictions, excluded: Mapping[int, str]) -> Predictions:
     """``preds`` restricted to the videos not in ``excluded``."""
     keep = torch.tensor([int(i) not in excluded for i in preds.indices.tolist()], dtype=torch.bool)
     return Predictions(preds.indices[keep], preds.scores[keep], preds.labels[keep], preds.excluded)
+
+
+# ---------------------------------------------------------------------------------- testing
+def _score(trained: TrainedModel, protocol: TestProtocol, ctx: DistContext) -> tuple:
+    """``(Predictions, test dataset)`` of one model on its config's test split."""
+    cfg = trained.cfg
+    dataset = build_test_dataset(cfg, protocol, trained.trust_code)
+    check_category_file(cfg)
+    check_class_count(cfg.data.category_file, cfg.data.num_classes)
+    if len(trained.class_names) != cfg.data.num_classes:
+        raise ConfigError(
+            f"data.num_classes={cfg.data.num_classes}: the model has "
+            f"{len(trained.class_names)} class names"
+        )
+    home = next(trained.model.parameters()).device
+    preds = predict_dataset(
+        trained.model.to(ctx.device),
+        dataset,
+        ctx,
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.eval.num_workers,
+        amp=cfg.train.amp,
+        softmax=cfg.eval.softmax,
+        max_clips=cfg.eval.max_clips_per_forward,
+    )
+    trained.model.to(home)
+    return preds, dataset
+
+
+def test_models(
+    members: Sequence[TrainedModel],
+    protocol: TestProtocol,
+    ctx: DistContext,
+    report_dir: str | Path | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Test a model (or an ensemble, whose per-video scores are averaged) under ``protocol``.
+
+    Each member scores the test split of its own config (``data.val``'s videos, its own
+    frames: 8 and 16 segments can be ensembled), every video once over the ranks of ``ctx``.
+    Returns the metrics: top1, top5, mean_class_acc, num_videos, num_excluded,
+    excluded_videos, views, protocol (:meth:`TestProtocol.record`), softmax, checkpoints,
+    list_file, for ensembles ``members`` (each member's own metrics), ``report_dir`` when given,
+    and ``extra``. With ``report_dir`` rank 0 writes the report there
+    (:func:`rnlvideo.engine.reports.write_evaluation_report`).
+    """
+    scored = [_score(member, protocol, ctx) for member in members]
+    first, (_, dataset) = members[0], scored[0]
+    videos = video_names(dataset)
+    preds = average_predictions([member_preds for member_preds, _ in scored])
+    metrics: dict[str, Any] = {
+        **prediction_metrics(preds, videos),
+        "views": f"{protocol.clips}x{protocol.crops}",
+        "protocol": protocol.record(),
+        "softmax": bool(first.cfg.eval.softmax),
+        "checkpoints": [str(m.path) if m.path else None for m in members],
+        "list_file": str(first.cfg.data.val.list_file),
+    }
+    if len(members) > 1:
+        metrics["members"] = [
+            {
+                "checkpoint": str(member.path) if member.path else None,
+                "num_segments": int(member.cfg.data.num_segments),
+                "epoch": member.epoch,
+                **prediction_metrics(member_preds, video_names(member_set)),
+            }
+            for member, (member_preds, member_set) in zip(members, scored, strict=True)
+        ]
+    metrics.update(extra or {})
+    if report_dir is not None:
+        metrics["report_dir"] = str(report_dir)
+        if ctx.is_main:
+            write_evaluation_report(
+                report_dir,
+                preds,
+                metrics,
+                first.class_names,
+                videos,
+                tag=f"test_{protocol.name}",
+                step=first.epoch,
+            )
+    return metrics
+
+
+test_models.__test__ = False  # a library function, not a pytest test

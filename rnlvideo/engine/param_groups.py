@@ -34,8 +34,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from rnlvideo.config.schema import OPTIM_POLICIES
-from rnlvideo.models.classifier import classifier_prefix
 from rnlvideo.models.nonlocal_blocks import NLBlock, RegionAggregation, RNLBlock
+from rnlvideo.models.weights import classifier_prefix
 
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, RegionAggregation)
 _SIMPLE_NORMS = (_NormBase, nn.GroupNorm, nn.LayerNorm)

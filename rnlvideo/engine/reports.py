@@ -27,17 +27,18 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-from rnlvideo.data import read_categories
-from rnlvideo.data.lists import CATEGORY_FILENAME
-from rnlvideo.engine.evaluation import Predictions
 from rnlvideo.engine.metrics import confusion_matrix
 from rnlvideo.files import write_text_atomic
+from rnlvideo.text import csv_text, printable
+
+if TYPE_CHECKING:
+    from rnlvideo.engine.evaluation import Predictions
 
 logger = logging.getLogger(__name__)
 
@@ -47,36 +48,6 @@ CONFUSION_DPI = 100
 # Tick labels are drawn only when they stay readable.
 MAX_LABELLED_CLASSES = 40
 MAX_NAME_CHARS = 48
-
-
-def class_names_for(
-    list_file: str | Path, num_classes: int, category_file: str | Path | None = None
-) -> list[str]:
-    """Class names, line ``i`` of the category file naming class ``i``.
-
-    The category file is ``category_file`` if given, else ``category.txt`` next to the video list
-    (the TSM / V1 layout: ``<root>/val_videofolder.txt`` and ``<root>/category.txt``). Without a
-    usable file (missing, malformed, or not ``num_classes`` names) the names are the class
-    indices.
-    """
-    path = Path(category_file) if category_file else Path(list_file).parent / CATEGORY_FILENAME
-    if not path.is_file():
-        logger.info("no category file at %s: classes are named by index", path)
-        return [str(i) for i in range(num_classes)]
-    try:
-        names = read_categories(path)
-    except ValueError as error:
-        logger.warning("%s: classes are named by index", error)
-        return [str(i) for i in range(num_classes)]
-    if len(names) != num_classes:
-        logger.warning(
-            "%s names %d classes, the model has %d: classes are named by index",
-            path,
-            len(names),
-            num_classes,
-        )
-        return [str(i) for i in range(num_classes)]
-    return names
 
 
 def video_names(dataset: Any) -> list[str]:
@@ -101,7 +72,7 @@ def write_per_class_csv(path: Path, confusion: torch.Tensor, class_names: Sequen
         for k, name in enumerate(class_names):
             total, correct = int(totals[k]), int(confusion[k, k])
             accuracy = f"{100.0 * correct / total:.4f}" if total else ""
-            writer.writerow([k, name, total, correct, accuracy])
+            writer.writerow([k, csv_text(name), total, correct, accuracy])
 
 
 def write_confusion_csv(path: Path, confusion: torch.Tensor) -> None:
@@ -125,13 +96,14 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title:
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title)
+    # Names come from files: drawn as plain text (no mathtext), control characters escaped.
+    ax.set_title(printable(title), parse_math=False)
     labelled = len(class_names) <= MAX_LABELLED_CLASSES
     if labelled:
         ticks = range(len(class_names))
         ax.set_xticks(ticks, [str(k) for k in ticks])
-        names = [f"{name[:MAX_NAME_CHARS]} ({k})" for k, name in enumerate(class_names)]
-        ax.set_yticks(ticks, names, fontsize=7)
+        names = [f"{printable(name[:MAX_NAME_CHARS])} ({k})" for k, name in enumerate(class_names)]
+        ax.set_yticks(ticks, names, fontsize=7, parse_math=False)
     fig.subplots_adjust(left=0.34 if labelled else 0.08, right=0.95, bottom=0.08, top=0.94)
     return fig
 
@@ -153,7 +125,15 @@ def write_predictions_csv(
             scores = [f"{s:.6g}" for s in top.values[row].tolist()]
             correct = int(classes[0] == label)
             writer.writerow(
-                [index, videos[index], label, class_names[label], correct, *classes, *scores]
+                [
+                    index,
+                    csv_text(videos[index]),
+                    label,
+                    csv_text(class_names[label]),
+                    correct,
+                    *classes,
+                    *scores,
+                ]
             )
 
 
@@ -163,7 +143,7 @@ def write_excluded_csv(path: Path, preds: Predictions, videos: Sequence[str]) ->
         writer = csv.writer(f)
         writer.writerow(["index", "video", "error"])
         for index, message in sorted(preds.excluded.items()):
-            writer.writerow([index, videos[index], message])
+            writer.writerow([index, csv_text(videos[index]), csv_text(message)])
 
 
 def log_tensorboard(
@@ -189,11 +169,14 @@ def write_evaluation_report(
     """Write every evaluation output (see the module docstring) into ``out_dir``.
 
     ``preds`` holds the ``N`` videos' view-averaged scores ``(N, K)``; ``class_names`` has ``K``
-    names and ``videos`` a name per dataset index. Returns the written paths by kind.
+    names and ``videos`` a name per dataset index. Returns the written paths by kind. Text cells
+    from files (class names, videos, errors) are neutralised against spreadsheet formulas.
     """
+    num_classes = preds.scores.shape[1]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} scored classes")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    num_classes = preds.scores.shape[1]
     confusion = confusion_matrix(preds.scores.argmax(dim=1), preds.labels, num_classes)
     paths = {
         "metrics": out / "metrics.json",

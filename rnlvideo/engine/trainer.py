@@ -5,30 +5,37 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.tensorboard import SummaryWriter
 
-from rnlvideo.checkpoint import (
+from rnlvideo.checkpoint_format import (
     CheckpointError,
     checkpoint_metadata,
     load_checkpoint,
-    model_state_from,
-    stored_config,
+    stored_progress,
 )
-from rnlvideo.config import build_dataset, build_model, portable_config
+from rnlvideo.config import (
+    build_dataset,
+    build_model,
+    check_category_file,
+    config_node,
+    instantiate,
+    portable_config,
+)
 from rnlvideo.data.checks import check_class_count
 from rnlvideo.data.device_transforms import to_model_input
-from rnlvideo.engine import checkpoint as ckpt
+from rnlvideo.data.lists import class_names_for
+from rnlvideo.engine import training_state as ckpt
 from rnlvideo.engine.batching import plan_batches
 from rnlvideo.engine.distributed import (
     DistContext,
@@ -37,48 +44,33 @@ from rnlvideo.engine.distributed import (
     broadcast_object,
     call_on_main,
 )
-from rnlvideo.engine.evaluation import (
-    autocast_context,
-    build_test_dataset,
-    evaluate_dataset,
-    predict_dataset,
-    prediction_metrics,
-    protocol_of,
-)
+from rnlvideo.engine.evaluation import autocast_context, evaluate_dataset, test_models
 from rnlvideo.engine.loaders import make_loader
 from rnlvideo.engine.metrics import topk_correct
 from rnlvideo.engine.param_groups import describe_groups, format_groups, write_groups
 from rnlvideo.engine.preemption import Preempted, StopSignals
 from rnlvideo.engine.progress import EpochProgress
-from rnlvideo.engine.reports import (
-    class_names_for,
-    video_names,
-    write_evaluation_report,
-    write_json,
+from rnlvideo.engine.protocols import TestProtocol
+from rnlvideo.engine.reports import write_json
+from rnlvideo.engine.resume import (
+    Claim,
+    ResumeRefusedError,
+    accept_run_dir,
+    check_batch_layout,
+    check_config_unchanged,
+    claim_run_dir,
 )
-from rnlvideo.engine.run_dir import (
-    RunDirectoryError,
-    RunLock,
-    config_changes,
-    existing_checkpoints,
-    is_resumable_change,
-    resume_candidates,
-)
+from rnlvideo.engine.run_log import PendingLog
 from rnlvideo.engine.samplers import ResumableDistributedSampler
-from rnlvideo.files import link_atomic, remove_stale_temporaries, save_atomic, write_text_atomic
+from rnlvideo.engine.trained_model import TrainedModel
+from rnlvideo.files import copy_atomic, save_atomic
+from rnlvideo.models.weights import state_dict_in
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite and ``train.nonfinite`` is ``raise``."""
-
-
-class ResumeRefusedError(RuntimeError):
-    """Resuming would continue a run under other settings; the message lists the changes."""
-
-
-RESUME_MODES = ("auto", "never", "force", "overwrite")
 
 
 @dataclass
@@ -129,22 +121,34 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 class Trainer:
     """Trains ``cfg.model`` on ``cfg.data`` in ``run_dir`` (options: ``train`` in config.yaml).
 
-    The run directory belongs to one run at a time (:class:`RunLock`). ``train.resume``:
-    ``auto`` continues from the newest loadable checkpoint of ``run_dir`` after checking that
-    the config did not change in ways that would silently make another run
-    (:func:`rnlvideo.engine.run_dir.is_resumable_change`); ``force`` continues anyway;
-    ``never`` refuses a directory that holds checkpoints; ``overwrite`` deletes them and starts
-    over; a path resumes from that file (changes are logged). Stop signals write ``last.pt``
-    at the next optimiser step and raise :class:`Preempted`.
+    ``train.resume`` decides what happens to the checkpoints of ``run_dir``: the policy, the lock
+    and the checks live in :mod:`rnlvideo.engine.resume`.
+
+    Everything that can refuse the launch (the lock, the resume policy, the config and batch
+    checks, the datasets, the model) runs before anything is written, so a refused launch
+    leaves the run directory unchanged. Once accepted, the run writes its files: the lock's
+    holder, ``config_resolved.yaml``, ``run_files`` (``{relative path: text}``, e.g. Hydra's
+    ``.hydra/`` records), ``param_groups.json``, ``train.log`` (through ``run_log``) and ``tb/``.
+    Stop signals write ``last.pt`` at the next optimiser step and raise :class:`Preempted`.
+    ``trust_code`` allows the config's ``_target_`` names outside rnlvideo's builders.
     """
 
-    def __init__(self, cfg: DictConfig, ctx: DistContext, run_dir: str | Path) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        ctx: DistContext,
+        run_dir: str | Path,
+        trust_code: bool = False,
+        run_files: Mapping[str, str] | None = None,
+        run_log: PendingLog | None = None,
+    ) -> None:
         self.cfg = cfg
         self.tcfg = cfg.train
         self.ctx = ctx
         self.device = ctx.device
         self.run_dir = Path(run_dir)
-        self._lock: RunLock | None = None
+        self.trust_code = trust_code
+        self._claim: Claim | None = None
         self.writer: SummaryWriter | None = None
         self.plan = plan_batches(
             self.tcfg.batch_size,
@@ -155,11 +159,12 @@ class Trainer:
         )
         logger.info("%s", self.plan.describe())
         try:
-            resume_from = call_on_main(ctx, self._prepare_run_dir)
+            resume_from = call_on_main(ctx, self._claim_run_dir)
             seed_everything(cfg.seed + ctx.rank, self.tcfg.deterministic)
 
-            self.train_set = build_dataset(cfg, "train")
-            self.val_set = build_dataset(cfg, "val")
+            self.train_set = build_dataset(cfg, "train", trust_code)
+            self.val_set = build_dataset(cfg, "val", trust_code)
+            check_category_file(cfg)
             check_class_count(cfg.data.category_file, cfg.data.num_classes)
             self.class_names = class_names_for(
                 cfg.data.val.list_file, cfg.data.num_classes, cfg.data.category_file
@@ -186,60 +191,37 @@ class Trainer:
             self.criterion = nn.CrossEntropyLoss()
             self.progress = Progress()
             self.signals = StopSignals()
-            if ctx.is_main:
-                self.writer = SummaryWriter(self.run_dir / "tb")
             if resume_from is not None:
                 self._resume(Path(resume_from))
             elif self.tcfg.finetune_from:
                 ckpt.load_finetune_weights(self.bare_model, self.tcfg.finetune_from)
                 logger.info("fine-tuning from the weights of %s", self.tcfg.finetune_from)
+            call_on_main(ctx, lambda: self._accept_run_dir(run_files or {}, run_log))
+            if ctx.is_main:
+                self.writer = SummaryWriter(self.run_dir / "tb")
         except BaseException:
-            self.close()  # release the run directory
+            self.close()  # release the run directory (and undo the lock of a refused launch)
             raise
 
     # ----------------------------------------------------------------------------- set-up
-    def _prepare_run_dir(self) -> str | None:
-        """Rank 0: check ``train.resume`` against the directory, lock it, pick the checkpoint.
+    def _claim_run_dir(self) -> str | None:
+        """Rank 0: lock the run directory and pick the checkpoint to resume (None: a new run);
+        writes nothing (:func:`rnlvideo.engine.resume.claim_run_dir`)."""
+        self._claim = claim_run_dir(self.run_dir, self.tcfg.resume)
+        return self._claim.checkpoint
 
-        Returns the checkpoint to resume from (None: a new run). ``never`` on a directory
-        with checkpoints fails before anything is written.
-        """
-        mode = self.tcfg.resume
-        found = existing_checkpoints(self.run_dir) if self.run_dir.is_dir() else []
-        if mode == "never" and found:
-            raise RunDirectoryError(
-                f"{self.run_dir} holds checkpoints of an earlier run "
-                f"({', '.join(p.name for p in found)}) and train.resume=never: nothing was "
-                "touched. Continue that run with train.resume=auto, replace it with "
-                "train.resume=overwrite, or choose another output_dir."
-            )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = RunLock(self.run_dir)
-        remove_stale_temporaries(self.run_dir)
-        if mode == "overwrite":
-            for path in found:
-                path.unlink()
-                logger.warning("train.resume=overwrite: deleted %s", path)
-        write_text_atomic(
-            self.run_dir / "config_resolved.yaml", OmegaConf.to_yaml(self.cfg, resolve=True)
+    def _accept_run_dir(self, run_files: Mapping[str, str], run_log: PendingLog | None) -> None:
+        """Rank 0, once nothing refuses the launch: write the run's files."""
+        files = {"config_resolved.yaml": OmegaConf.to_yaml(self.cfg, resolve=True), **run_files}
+        accept_run_dir(self._claim, self.run_dir, self.tcfg.resume, files, run_log)
+        write_groups(
+            self.run_dir / "param_groups.json",
+            describe_groups(self.optimizer),
+            self.cfg.optim.policy,
         )
-        if mode in ("never", "overwrite"):
-            return None
-        if mode not in RESUME_MODES:
-            if not Path(mode).is_file():
-                raise FileNotFoundError(f"train.resume={mode}: no such checkpoint file")
-            return mode
-        for path in resume_candidates(self.run_dir):
-            try:
-                load_checkpoint(path)
-            except CheckpointError as err:
-                logger.warning("%s; falling back to an older checkpoint", err)
-                continue
-            return str(path)
-        return None
 
     def _build_model(self) -> nn.Module:
-        model = build_model(self.cfg)
+        model = build_model(self.cfg, trust_code=self.trust_code)
         if self.tcfg.freeze_bn:
             freeze_batchnorm(model)
         if self.tcfg.sync_bn and self.ctx.is_distributed:
@@ -256,17 +238,21 @@ class Trainer:
         return model
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        optimizer = instantiate(self.cfg.optim, model=self.bare_model, lr=self.plan.lr)
+        node = config_node(self.cfg, "optim")
+        optimizer = instantiate(
+            node, "optim", self.trust_code, model=self.bare_model, lr=self.plan.lr
+        )
         if self.ctx.is_main:
             groups = describe_groups(optimizer)
             policy = self.cfg.optim.policy
             logger.info("parameter groups (optim.policy=%s):\n%s", policy, format_groups(groups))
-            write_groups(self.run_dir / "param_groups.json", groups, policy)
         return optimizer
 
     def _instantiate_scheduler(self):
         return instantiate(
-            self.cfg.schedule,
+            config_node(self.cfg, "schedule"),
+            "schedule",
+            self.trust_code,
             optimizer=self.optimizer,
             steps_per_epoch=self.steps_per_epoch,
             epochs=self.tcfg.epochs,
@@ -281,56 +267,29 @@ class Trainer:
             "total_batch_size": int(self.tcfg.batch_size) * self.ctx.world_size * self.accumulate,
         }
 
-    @staticmethod
-    def _layout_text(layout: dict[str, int]) -> str:
-        return (
-            f"{layout['batch_size']} per process x {layout['world_size']} processes x "
-            f"{layout['accumulate_steps']} accumulation = {layout['total_batch_size']}"
-        )
-
     # ------------------------------------------------------------------------- resuming
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path)
+        """Continue the checkpoint ``path`` after the checks of :mod:`rnlvideo.engine.resume`."""
+        cached = self._claim.state if self._claim is not None else None
+        state = cached if cached is not None else load_checkpoint(path)
+        if self._claim is not None:
+            self._claim.state = None
         forced = self.tcfg.resume != "auto"  # force, or an explicit checkpoint path
-        self._check_config_unchanged(state, path, forced)
-        self.load_training_state(state)
-        stored_layout = state.get("batch_layout", {})
-        layout = self.batch_layout()
-        stored_total = stored_layout.get("total_batch_size", layout["total_batch_size"])
-        if stored_total != layout["total_batch_size"]:
-            message = (
-                f"{path} was trained with a total batch of {stored_total}, this launch makes "
-                f"{layout['total_batch_size']} ({self._layout_text(layout)})"
-            )
-            if not forced:
-                raise ResumeRefusedError(
-                    f"{message}: the optimisation would change. Relaunch with the same total, "
-                    "or pass train.resume=force to continue with the new one."
-                )
-            logger.warning("%s; continuing (train.resume=%s)", message, self.tcfg.resume)
-        moved = {
-            key: (stored_layout.get(key), layout[key])
-            for key in ("batch_size", "world_size")
-            if stored_layout.get(key, layout[key]) != layout[key]
-        }
-        if moved and self.progress.batch_in_epoch:
-            changes = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in moved.items())
-            if not forced:
-                raise ResumeRefusedError(
-                    f"{path} was written in the middle of epoch {self.progress.epoch + 1} with "
-                    f"another batch layout ({changes}); its remaining batches cannot be "
-                    "replayed. Relaunch with the old layout, or pass train.resume=force to "
-                    "restart that epoch from its beginning."
-                )
+        check_config_unchanged(state, path, self.cfg, forced)
+        self.load_training_state(state, path)
+        restart = check_batch_layout(
+            state,
+            path,
+            self.batch_layout(),
+            mid_epoch=self.progress.batch_in_epoch > 0,
+            epoch=self.progress.epoch,
+            forced=forced,
+        )
+        if restart:
             self.progress.batch_in_epoch = 0
             self.progress.global_step = self.progress.epoch * self.steps_per_epoch
             self.scheduler.last_epoch = self.progress.global_step - 1
             self.scheduler.step()  # the lr of the epoch's first step
-            logger.warning(
-                "batch layout changed mid-epoch (%s): epoch %d restarts from its beginning",
-                changes,
-                self.progress.epoch + 1,
-            )
         logger.info(
             "resumed from %s at epoch %d, batch %d (step %d)",
             path,
@@ -338,22 +297,6 @@ class Trainer:
             self.progress.batch_in_epoch,
             self.progress.global_step,
         )
-
-    def _check_config_unchanged(self, state: dict[str, Any], path: Path, forced: bool) -> None:
-        stored = OmegaConf.to_container(OmegaConf.create(stored_config(state, path)), resolve=True)
-        current = OmegaConf.to_container(self.cfg, resolve=True)
-        changes = [c for c in config_changes(stored, current) if not is_resumable_change(c)]
-        if not changes:
-            return
-        listed = "\n".join(f"  {change}" for change in changes)
-        if not forced:
-            raise ResumeRefusedError(
-                f"{path} was trained with another config; resuming would silently make a "
-                f"different run. Changed keys (stored -> now):\n{listed}\n"
-                "Undo the changes, choose another output_dir, or pass train.resume=force to "
-                "continue with the new settings."
-            )
-        logger.warning("resuming %s with changed settings (stored -> now):\n%s", path, listed)
 
     # ------------------------------------------------------------------------ checkpoints
     def training_state(self) -> dict[str, Any]:
@@ -370,8 +313,23 @@ class Trainer:
             **checkpoint_metadata(portable_config(self.cfg), self.class_names),
         }
 
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.bare_model.load_state_dict(model_state_from(state))
+    def load_training_state(self, state: dict[str, Any], path: str | Path = "checkpoint") -> None:
+        """Continue from a training checkpoint's weights, optimiser, schedule, progress and
+        RNG streams; raises CheckpointError naming ``path`` when they do not fit this run."""
+        progress = Progress(**stored_progress(state, path))
+        try:
+            self._load_states(state, path)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            if isinstance(err, ResumeRefusedError):
+                raise
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointError(
+                f"{path}: its training state does not fit this run ({reason})"
+            ) from None
+        self.progress = progress
+
+    def _load_states(self, state: dict[str, Any], path: str | Path) -> None:
+        self.bare_model.load_state_dict(state_dict_in(state, path))
         stored_groups = len(state["optimizer"]["param_groups"])
         if stored_groups != len(self.optimizer.param_groups):
             raise ResumeRefusedError(
@@ -381,9 +339,12 @@ class Trainer:
                 "alone with train.finetune_from=PATH."
             )
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        schedule = state["scheduler"]
+        unknown = set(schedule) - set(self.scheduler.state_dict())
+        if unknown:
+            raise ValueError(f"unknown scheduler entries {sorted(unknown)}")
+        self.scheduler.load_state_dict(schedule)
         self.scaler.load_state_dict(state["scaler"])
-        self.progress = Progress(**state["progress"])
         rng = state["rng"]
         if state.get("world_size") == self.ctx.world_size and len(rng) > self.ctx.rank:
             ckpt.restore_rng_state(rng[self.ctx.rank])
@@ -410,7 +371,7 @@ class Trainer:
         first, *others = names
         save_atomic(state, self.run_dir / first)
         for name in others:
-            link_atomic(self.run_dir / first, self.run_dir / name)
+            copy_atomic(self.run_dir / first, self.run_dir / name)
         ckpt.prune_epoch_checkpoints(
             self.run_dir, self.progress.epoch_files, self.tcfg.keep_last_epochs
         )
@@ -431,9 +392,9 @@ class Trainer:
         """Release the run directory and close the TensorBoard writer."""
         if self.writer:
             self.writer.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._claim is not None:
+            self._claim.lock.release()
+            self._claim = None
 
     def _fit(self) -> dict[str, float]:
         with self.signals:
@@ -652,42 +613,27 @@ class Trainer:
         return broadcast_object(metrics["top1"])
 
     def final_evaluation(self) -> dict[str, Any]:
-        """Evaluate the final weights on the test split; write ``metrics.json`` and a report.
+        """Test the final weights (:func:`rnlvideo.engine.evaluation.test_models`); write
+        ``metrics.json`` and the report.
 
         The test split is ``data.val`` under ``protocol`` (``1x1`` by default). The report
         (per-class accuracy, confusion matrix, per-video predictions) goes to
         ``eval_final_<protocol>/`` in the run directory.
         """
-        dataset = build_test_dataset(self.cfg)
-        preds = predict_dataset(
-            self.bare_model,
-            dataset,
-            self.ctx,
-            self.cfg.eval.batch_size,
-            self.cfg.eval.num_workers,
-            amp=self.tcfg.amp,
-            softmax=self.cfg.eval.softmax,
-            max_clips=self.cfg.eval.max_clips_per_forward,
+        protocol = TestProtocol.of(self.cfg)
+        last = self.run_dir / ckpt.LAST
+        trained = TrainedModel(
+            last, self.cfg, self.bare_model, self.progress.epoch, self.class_names, self.trust_code
         )
-        protocol = protocol_of(self.cfg)
-        metrics = prediction_metrics(preds, video_names(dataset))
-        metrics.update(
-            views=f"{protocol['clips']}x{protocol['crops']}",
-            protocol=protocol,
-            epoch=self.progress.epoch,
-            checkpoint=str(self.run_dir / ckpt.LAST),
+        metrics = test_models(
+            [trained],
+            protocol,
+            self.ctx,
+            report_dir=self.run_dir / f"eval_final_{protocol.name}",
+            extra={"epoch": self.progress.epoch, "checkpoint": str(last)},
         )
         if self.ctx.is_main:
             write_json(self.run_dir / "metrics.json", metrics)
-            write_evaluation_report(
-                self.run_dir / f"eval_final_{protocol['name']}",
-                preds,
-                metrics,
-                self.class_names,
-                video_names(dataset),
-                tag=f"test_{protocol['name']}",
-                step=self.progress.epoch,
-            )
             if self.writer:
                 for key in ("top1", "top5", "mean_class_acc"):
                     self.writer.add_scalar(f"test/{key}", metrics[key], self.progress.epoch)

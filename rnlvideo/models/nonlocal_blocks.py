@@ -4,14 +4,62 @@ All blocks take and return clips shaped ``(N, C, T, H, W)`` and are the identity
 initialisation (their last normalisation / linear layer starts at zero). RNL and NL compute
 attention with :func:`torch.nn.functional.scaled_dot_product_attention`, so the
 ``THW x THW`` affinity matrix is never materialised.
+
+Under autocast, ``attention_precision`` chooses the precision of the attention path (the
+projections that make queries, keys and values, the dot products and the softmax):
+
+- ``"fp32"``: autocast is switched off there and the path runs in float32 from the block's
+  input; the output projection ``W`` runs under autocast again.
+- ``"amp"``: the autocast dtype, like the rest of the network.
+- ``"auto"``: float32 under float16 autocast (the unscaled dot products of a trained model can
+  exceed float16's range), the autocast dtype under bfloat16.
+
+Without autocast the setting changes nothing. Measurements behind the default:
+docs/benchmarks.md, "Mixed precision".
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+ATTENTION_PRECISIONS = ("auto", "fp32", "amp")
+
+
+def check_attention_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`ATTENTION_PRECISIONS`, else a ``ValueError``."""
+    if precision not in ATTENTION_PRECISIONS:
+        choices = ", ".join(repr(p) for p in ATTENTION_PRECISIONS)
+        raise ValueError(f"attention_precision={precision!r}: expected one of {choices}")
+    return precision
+
+
+def attention_in_fp32(precision: str, x: Tensor) -> bool:
+    """Whether a block with ``attention_precision=precision`` runs its attention path on ``x``
+    in float32 with autocast off (only ever under autocast)."""
+    device = x.device.type
+    if precision == "amp" or not torch.is_autocast_enabled(device):
+        return False
+    return precision == "fp32" or torch.get_autocast_dtype(device) == torch.float16
+
+
+def set_attention_precision(model: nn.Module, precision: str) -> nn.Module:
+    """Set ``attention_precision`` of every RNL / NL block in ``model``; returns ``model``."""
+    check_attention_precision(precision)
+    for module in model.modules():
+        if isinstance(module, (RNLBlock, NLBlock)):
+            module.attention_precision = precision
+    return model
+
+
+def _in_precision(precision: str, function: Callable[..., Tensor], x: Tensor, *args) -> Tensor:
+    """``function(x, *args)``, in float32 with autocast off where :func:`attention_in_fp32`."""
+    if not attention_in_fp32(precision, x):
+        return function(x, *args)
+    with torch.autocast(x.device.type, enabled=False):
+        return function(x.float(), *args)
 
 
 def _inter_channels(in_channels: int, ratio: int) -> int:
@@ -77,8 +125,21 @@ def _affinity_rows(query: Tensor, key: Tensor, query_index: Tensor, scale: float
     if query_index.numel() and (query_index.min() < 0 or query_index.max() >= positions):
         raise ValueError(f"query_index values must lie in [0, {positions}) (T*H*W of the input)")
     queries = query.flatten(2)[:, :, query_index.to(query.device)]  # (N, C, Q)
-    logits = queries.transpose(1, 2) @ key.flatten(2)
-    return torch.softmax(logits * scale, dim=-1)
+    # Dot products and softmax in float32, as the fused attention kernels accumulate them
+    # whatever the input dtype (a float16 product here could overflow).
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    with torch.autocast(query.device.type, enabled=False):
+        logits = queries.transpose(1, 2).to(dtype) @ key.flatten(2).to(dtype)
+        return torch.softmax(logits * scale, dim=-1)
+
+
+def _full_precision_on_cpu(x: Tensor) -> bool:
+    """Whether a convolution of ``x`` runs on the CPU in float32 / float64 (no autocast)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 def _region_kernel(kernel_size: Sequence[int]) -> tuple[int, int, int]:
@@ -106,7 +167,8 @@ class RegionAggregation(nn.Module):
       path; at 3x7x7 on the res3 shape its forward+backward is 3-5x faster than
       ``"depthwise"`` and faster than ``"grouped"``, see docs/benchmarks.md) and as
       ``"depthwise"`` on other devices (not measured there yet: ``tools/benchmark.py rnl
-      --device cuda`` compares the forms).
+      --device cuda`` compares the forms). Only in float32 / float64 without autocast: in
+      bf16, torch 2.14's CPU kernel gets the weight gradient of this layout wrong.
 
     Shapes: ``(N, C, T, H, W) -> (N, C, T, H, W)``.
     """
@@ -159,7 +221,7 @@ class RegionAggregation(nn.Module):
         if self.form == "grouped":
             return F.conv3d(x, self.grouped_weight(), padding=self.padding, groups=self.groups)
         weight = self.weight
-        if self.form == "auto" and x.device.type == "cpu":
+        if self.form == "auto" and _full_precision_on_cpu(x):
             x = x.contiguous(memory_format=torch.channels_last_3d)
             weight = weight.contiguous(memory_format=torch.channels_last_3d)
         return F.conv3d(x, weight, padding=self.padding, groups=self.channels)
@@ -181,6 +243,9 @@ class RNLBlock(nn.Module):
     A ``kernel_size`` of all ones means no region: as in the release, the block then has no
     aggregation at all (``aggregation`` is None, no ``aggregation.weight``) and ``P = theta_x``,
     a non-local block whose query, key and value share ``theta``.
+    ``attention_precision`` (``"auto"``, ``"fp32"``, ``"amp"``) chooses the precision of
+    ``theta``, the aggregation and the attention under autocast (module docstring; change it
+    on a built model with :func:`set_attention_precision`).
 
     Submodules (state-dict keys): ``theta`` Conv3d(C, C', 1) (``theta.weight|bias``);
     ``aggregation`` :class:`RegionAggregation` (``aggregation.weight`` ``(C', 1, kt, kh, kw)``)
@@ -197,10 +262,12 @@ class RNLBlock(nn.Module):
         ratio: int = 2,
         sub_sample: bool = False,
         aggregation: str = "auto",
+        attention_precision: str = "auto",
     ) -> None:
         super().__init__()
         inter_channels = _inter_channels(in_channels, ratio)
         self.kernel_size = _region_kernel(kernel_size)
+        self.attention_precision = check_attention_precision(attention_precision)
         if aggregation not in RegionAggregation.forms:
             raise ValueError(
                 f"aggregation={aggregation!r}: expected one of {RegionAggregation.forms}"
@@ -216,20 +283,26 @@ class RNLBlock(nn.Module):
         """``P``: ``theta_x`` summed over each position's region (itself for a 1x1x1 kernel)."""
         return theta_x if self.aggregation is None else self.aggregation(theta_x)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _attention(self, x: Tensor) -> Tensor:
         theta_x = self.theta(x)
         regions = self.regions(theta_x)
-        y = _attend(regions, self.pool(regions), self.pool(theta_x), scale=1.0)
-        return x + self.W(y)
+        return _attend(regions, self.pool(regions), self.pool(theta_x), scale=1.0)
+
+    def _rows(self, x: Tensor, query_index: Tensor) -> Tensor:
+        regions = self.regions(self.theta(x))
+        return _affinity_rows(regions, self.pool(regions), query_index, scale=1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.W(_in_precision(self.attention_precision, self._attention, x))
 
     def affinity(self, x: Tensor, query_index: Tensor) -> Tensor:
         """Attention rows ``(N, Q, L_keys)`` for flat THW positions ``query_index`` ``(Q,)``.
 
         ``L_keys = T*H*W``, or ``T*(H//2)*(W//2)`` with ``sub_sample``. Only ``Q`` rows are
-        computed, never the full matrix.
+        computed, never the full matrix: the dot products and softmax in float32 (float64 for
+        a float64 block), the projections in the forward pass's precision.
         """
-        regions = self.regions(self.theta(x))
-        return _affinity_rows(regions, self.pool(regions), query_index, scale=1.0)
+        return _in_precision(self.attention_precision, self._rows, x, query_index)
 
 
 class NLBlock(nn.Module):
@@ -239,6 +312,8 @@ class NLBlock(nn.Module):
     ``y = f g(x)``; ``z = W(y) + x``. ``sub_sample`` max-pools ``phi(x)`` and ``g(x)`` by
     ``(1, 2, 2)``. ``scale=None`` means 1.0 (unscaled, as TSM); pass ``C' ** -0.5`` for the
     scaled variant.
+    ``attention_precision`` as for :class:`RNLBlock` (``g``, ``theta``, ``phi`` and the
+    attention).
 
     Submodules (state-dict keys): ``g``, ``theta``, ``phi`` Conv3d(C, C', 1) with bias;
     ``W`` = Sequential(Conv3d(C', C, 1), BatchNorm3d(C)) (``W.0.*``, ``W.1.*``), BN zero-init.
@@ -252,23 +327,31 @@ class NLBlock(nn.Module):
         ratio: int = 2,
         sub_sample: bool = True,
         scale: float | None = None,
+        attention_precision: str = "auto",
     ) -> None:
         super().__init__()
         inter_channels = _inter_channels(in_channels, ratio)
         self.scale = 1.0 if scale is None else float(scale)
+        self.attention_precision = check_attention_precision(attention_precision)
         self.g = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
         self.theta = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
         self.phi = nn.Conv3d(in_channels, inter_channels, kernel_size=1)
         self.pool = _key_pool(sub_sample)
         self.W = _output_projection(inter_channels, in_channels)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _attention(self, x: Tensor) -> Tensor:
         keys, values = self.pool(self.phi(x)), self.pool(self.g(x))
-        return x + self.W(_attend(self.theta(x), keys, values, scale=self.scale))
+        return _attend(self.theta(x), keys, values, scale=self.scale)
+
+    def _rows(self, x: Tensor, query_index: Tensor) -> Tensor:
+        return _affinity_rows(self.theta(x), self.pool(self.phi(x)), query_index, self.scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.W(_in_precision(self.attention_precision, self._attention, x))
 
     def affinity(self, x: Tensor, query_index: Tensor) -> Tensor:
         """Attention rows ``(N, Q, L_keys)`` for flat THW positions ``query_index`` ``(Q,)``."""
-        return _affinity_rows(self.theta(x), self.pool(self.phi(x)), query_index, self.scale)
+        return _in_precision(self.attention_precision, self._rows, x, query_index)
 
 
 class ChannelGate(nn.Module):

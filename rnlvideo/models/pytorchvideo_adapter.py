@@ -28,18 +28,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from pytorchvideo.models.resnet import create_resnet
 from pytorchvideo.models.slowfast import create_slowfast as ptv_create_slowfast
 from pytorchvideo.models.x3d import create_x3d as ptv_create_x3d
 from torch import Tensor, nn
 
-from rnlvideo.models.classifier import load_refitting_classifier
+from rnlvideo.models.weights import load_refitting_classifier, read_state_dict
 
 logger = logging.getLogger(__name__)
-
-_STATE_KEYS = ("model_state", "model", "state_dict")  # pytorchvideo / PySlowFast, ours, others
-_WRAPPER_PREFIXES = ("module.", "model.")  # DataParallel, PySlowFast's pytorchvideo wrapper
 
 
 def create_x3d(
@@ -239,36 +235,6 @@ def _finish(net: nn.Module, weights: str | None) -> nn.Module:
     if weights is not None:
         load_weights(net, weights)
     return net
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The weights in a local file: a state dict, or one under ``model_state`` (pytorchvideo
-    and PySlowFast ``.pyth``), ``model`` (rnlvideo checkpoints) or ``state_dict``.
-
-    Read with ``torch.load(weights_only=True)``; ``module.`` / ``model.`` wrapper prefixes
-    are removed.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model.weights={str(path)!r}: expected a local weights file (e.g. a pytorchvideo "
-            "model-zoo .pyth); nothing is downloaded"
-        )
-    loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
-    for key in _STATE_KEYS:
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
-            break
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
-        raise ValueError(
-            f"model.weights={str(path)!r}: expected a state dict of tensors, or one under "
-            f"{' / '.join(_STATE_KEYS)}"
-        )
-    state = dict(loaded)
-    for prefix in _WRAPPER_PREFIXES:
-        if state and all(key.startswith(prefix) for key in state):
-            state = {key.removeprefix(prefix): value for key, value in state.items()}
-    return state
 
 
 def load_weights(net: nn.Module, path: str | Path) -> None:

@@ -8,28 +8,30 @@ State-dict layout of :class:`TSMResNet`:
 """
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from rnlvideo.models.checkpointing import check_checkpointing_mode, run_checkpointed
-from rnlvideo.models.nonlocal_blocks import ChannelGate, NLBlock, RNLBlock
+from rnlvideo.models.activation_checkpointing import check_checkpointing_mode, run_checkpointed
+from rnlvideo.models.nonlocal_blocks import (
+    ChannelGate,
+    NLBlock,
+    RNLBlock,
+    check_attention_precision,
+)
 from rnlvideo.models.temporal_shift import TemporalShift
+from rnlvideo.models.weights import torchvision_state_dict
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 SHIFT_PLACES = ("blockres", "block", "none")
-_TORCHVISION_WEIGHTS_NAME = re.compile(r"\w+_Weights\.\w+")
 
 
 def _choices(names: Sequence[str]) -> str:
@@ -366,8 +368,10 @@ def _parse_placements(entries: Sequence[Mapping[str, Any]] | None, depth: int) -
     return placements
 
 
-def _build_nonlocal(placement: _Placement, channels: int) -> nn.Sequential:
-    options = placement.options
+def _build_nonlocal(
+    placement: _Placement, channels: int, attention_precision: str
+) -> nn.Sequential:
+    options = {**placement.options, "attention_precision": attention_precision}
     if placement.kind == "nl":
         return nn.Sequential(NLBlock(channels, **options))
     if placement.kind == "cg":
@@ -399,30 +403,8 @@ def block_shift_places(shift_place: str, layers: Sequence[int]) -> list[list[str
     ]
 
 
-def _read_backbone_weights(weights: str) -> dict[str, Tensor]:
-    """A torchvision ResNet state dict, without ``fc.*``, from a file or a weights name."""
-    path = Path(weights).expanduser()
-    if path.is_file():
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    elif _TORCHVISION_WEIGHTS_NAME.fullmatch(weights):
-        state = torchvision.models.get_weight(weights).get_state_dict(progress=True)
-    else:
-        raise ValueError(
-            f"weights={weights!r}: no such file, and not a torchvision weights name such as "
-            f"'ResNet50_Weights.IMAGENET1K_V1'"
-        )
-    if isinstance(state, Mapping):
-        for wrapper_key in ("state_dict", "model"):
-            if isinstance(state.get(wrapper_key), Mapping):
-                state = state[wrapper_key]
-                break
-    if not isinstance(state, Mapping):
-        raise ValueError(f"weights={weights!r}: expected a state dict, got {type(state).__name__}")
-    return {key: value for key, value in state.items() if not key.startswith("fc.")}
-
-
 def _load_backbone_weights(backbone: ResNet, weights: str, depth: int) -> None:
-    state = _read_backbone_weights(weights)
+    state = {k: v for k, v in torchvision_state_dict(weights).items() if not k.startswith("fc.")}
     expected = backbone.state_dict().keys()
     missing = sorted(expected - state.keys())
     unexpected = sorted(state.keys() - expected)
@@ -447,6 +429,7 @@ def create_tsm_resnet(
     partial_bn: bool = False,
     zero_init_residual: bool = False,
     activation_checkpointing: str = "none",
+    attention_precision: str = "auto",
 ) -> TSMResNet:
     """Build a TSM ResNet video classifier, ``(N, 3, T, H, W) -> (N, num_classes)``.
 
@@ -481,6 +464,10 @@ def create_tsm_resnet(
             does the same for the stem and every residual block too. Gradients and
             BatchNorm statistics are those of ``"none"``; eval mode and ``torch.no_grad``
             run without it.
+        attention_precision: under autocast (``train.amp``), the precision of the RNL / NL
+            blocks' attention path: ``"auto"`` (float32 under fp16, bf16 under bf16),
+            ``"fp32"`` or ``"amp"`` (the autocast dtype); no effect without autocast. See
+            :mod:`rnlvideo.models.nonlocal_blocks`.
 
     Returns:
         The :class:`TSMResNet`; non-local blocks and the classifier are freshly initialised.
@@ -492,6 +479,7 @@ def create_tsm_resnet(
     if num_segments < 1:
         raise ValueError(f"num_segments={num_segments!r}: expected a positive integer")
     check_checkpointing_mode(activation_checkpointing)
+    check_attention_precision(attention_precision)
     placements = _parse_placements(nonlocal_blocks, depth)
 
     block_type, layers = _ARCHITECTURES[depth]
@@ -505,7 +493,10 @@ def create_tsm_resnet(
 
     channels = _stage_channels(depth)
     video_blocks = nn.ModuleDict(
-        {f"{p.stage}_{p.block}": _build_nonlocal(p, channels[p.stage]) for p in placements}
+        {
+            f"{p.stage}_{p.block}": _build_nonlocal(p, channels[p.stage], attention_precision)
+            for p in placements
+        }
     )
     head = TSNHead(512 * block_type.expansion, num_classes, dropout)
     return TSMResNet(

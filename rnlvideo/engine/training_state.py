@@ -1,13 +1,12 @@
 """Training-state pieces of checkpoints: RNG states, epoch-file rotation, fine-tuning weights.
 
-File writing and reading live in :mod:`rnlvideo.files` and :mod:`rnlvideo.checkpoint`.
+File writing and reading live in :mod:`rnlvideo.files` and :mod:`rnlvideo.checkpoint_format`.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnlvideo.checkpoint import CheckpointError, load_checkpoint, model_state_from
-from rnlvideo.models.classifier import load_refitting_classifier
+from rnlvideo.checkpoint_format import (
+    EPOCH_FILE,
+    CheckpointError,
+)
+from rnlvideo.models.weights import load_refitting_classifier, read_state_dict
 
 logger = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
-EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -90,7 +91,7 @@ def load_finetune_weights(model: nn.Module, path: str | Path) -> None:
     initialisation; every other weight must fit, else CheckpointError lists the keys.
     """
     dropped, missing, unexpected = load_refitting_classifier(
-        model, model_state_from(load_checkpoint(path))
+        model, read_state_dict(path, "train.finetune_from")
     )
     if dropped:
         logger.info("classifier re-initialised (shape differs): %s", ", ".join(dropped))

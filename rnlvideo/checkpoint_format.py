@@ -19,6 +19,7 @@ Checkpoints of format 1 (no ``format_version``) stored the resolved config as a 
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,20 @@ _FORMAT1_REMOVED_KEYS = (
     ("data", "test_views"),
     ("protocol", "dataset"),
 )
+
+
+# Epoch files a run writes and may later rotate away (``progress.epoch_files``).
+EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
+# ``progress`` entries of a training checkpoint and their types (missing ones: defaults).
+_PROGRESS_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "batch_in_epoch": (int,),
+    "global_step": (int,),
+    "best_top1": (int, float),
+    "skipped_steps": (int,),
+    "pending_validation": (bool,),
+    "epoch_files": (list,),
+}
 
 
 class CheckpointError(ValueError):
@@ -69,12 +84,6 @@ def _reason(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def model_state_from(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The model weights of one of our checkpoints, or of a bare state dict."""
-    state = checkpoint.get("model", checkpoint)
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
-
-
 def stored_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """The config a checkpoint stores, as a plain container in today's layout (unvalidated).
 
@@ -83,9 +92,16 @@ def stored_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any
     """
     config = checkpoint.get("config")
     if checkpoint.get("format_version") is None and isinstance(config, str):
-        config = yaml.safe_load(config)
-        for keys in _FORMAT1_REMOVED_KEYS:
-            _drop(config, keys)
+        try:
+            config = yaml.safe_load(config)
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0]
+            raise CheckpointError(
+                f"{path}: its stored YAML config cannot be read ({reason})"
+            ) from None
+        if isinstance(config, dict):
+            for keys in _FORMAT1_REMOVED_KEYS:
+                _drop(config, keys)
     if isinstance(config, dict):
         _upgrade_batch_keys(config, checkpoint.get("batch_layout"))
     if not isinstance(config, dict):
@@ -121,12 +137,49 @@ def _drop(container: Any, keys: tuple[str, ...]) -> None:
         container.pop(keys[-1], None)
 
 
-def stored_class_names(checkpoint: dict[str, Any]) -> list[str] | None:
-    """The class names a checkpoint stores (format 2), or None."""
+def stored_class_names(checkpoint: dict[str, Any], path: str | Path) -> list[str] | None:
+    """The class names a checkpoint stores (format 2), or None when it stores none.
+
+    Raises CheckpointError when ``class_names`` is not a list of strings, or disagrees with
+    the stored ``num_classes``.
+    """
     names = checkpoint.get("class_names")
-    if isinstance(names, list) and all(isinstance(n, str) for n in names):
-        return names
-    return None
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: class_names must be a list of strings")
+    count = checkpoint.get("num_classes", len(names))
+    if count != len(names):
+        raise CheckpointError(f"{path}: {len(names)} class_names for num_classes={count!r}")
+    return names
+
+
+def stored_progress(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``progress`` entries, type-checked (``{}`` when it has none).
+
+    Raises CheckpointError naming the entry for a non-mapping, an unknown entry, a value of
+    the wrong type or a negative count, and for an epoch file name other than
+    ``epoch_NNNN.pt`` (rotation deletes those files).
+    """
+    progress = checkpoint.get("progress", {})
+    if not isinstance(progress, dict):
+        raise CheckpointError(f"{path}: progress must be a mapping, got {type(progress).__name__}")
+    for key, value in progress.items():
+        types = _PROGRESS_TYPES.get(key)
+        if types is None:
+            raise CheckpointError(f"{path}: unknown progress entry {key!r}")
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if not isinstance(value, types) or wrong_bool:
+            expected = " or ".join(t.__name__ for t in types)
+            raise CheckpointError(f"{path}: progress.{key}={value!r}: expected {expected}")
+        if key != "best_top1" and isinstance(value, int) and not wrong_bool and value < 0:
+            raise CheckpointError(f"{path}: progress.{key}={value!r}: expected >= 0")
+    for name in progress.get("epoch_files", []):
+        if not isinstance(name, str) or not EPOCH_FILE.fullmatch(name):
+            raise CheckpointError(
+                f"{path}: progress.epoch_files holds {name!r}: expected names epoch_NNNN.pt"
+            )
+    return dict(progress)
 
 
 @functools.lru_cache(maxsize=1)
