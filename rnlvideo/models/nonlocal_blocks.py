@@ -38,9 +38,12 @@ def check_attention_precision(precision: str) -> str:
 
 def attention_in_fp32(precision: str, x: Tensor) -> bool:
     """Whether a block with ``attention_precision=precision`` runs its attention path on ``x``
-    in float32 with autocast off (only ever under autocast)."""
+    in float32 with autocast off (only ever under autocast; a device without autocast, such as
+    ``meta`` for FLOP counting, never is)."""
     device = x.device.type
-    if precision == "amp" or not torch.is_autocast_enabled(device):
+    if precision == "amp" or not torch.amp.is_autocast_available(device):
+        return False
+    if not torch.is_autocast_enabled(device):
         return False
     return precision == "fp32" or torch.get_autocast_dtype(device) == torch.float16
 
