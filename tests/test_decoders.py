@@ -5,6 +5,8 @@ The test videos (H.264 mp4 and VP9 webm, with B-frames / alt-ref frames and a ke
 compression; a decoded frame is read back to its index.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -154,6 +156,21 @@ def test_auto_takes_the_first_usable_backend_in_order(monkeypatch):
         resolve_backend("auto")
     with pytest.raises(ValueError, match="video_backend='ffmpeg': expected 'auto' or one of"):
         resolve_backend("ffmpeg")
+
+
+def test_torchcodec_without_ffmpeg_is_not_usable(monkeypatch):
+    """torchcodec 0.17 imports without the system's FFmpeg and fails at the first decode: the
+    check asks it whether it loaded FFmpeg, so ``auto`` passes it over."""
+    pytest.importorskip("torchcodec.decoders")
+    monkeypatch.setattr(sys.modules["torchcodec"], "ffmpeg_major_version", None)
+    decoders.backend_problem.cache_clear()
+    try:
+        assert "cannot load the system's FFmpeg" in decoders.backend_problem("torchcodec")
+        assert "torchcodec" not in available_backends()
+        with pytest.raises(RuntimeError, match="video_backend='torchcodec' is not usable here"):
+            resolve_backend("torchcodec")
+    finally:
+        decoders.backend_problem.cache_clear()
 
 
 def test_the_config_schema_knows_every_backend_and_store():

@@ -21,6 +21,7 @@ import functools
 import importlib
 import logging
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,8 +63,14 @@ def backend_problem(name: str) -> str | None:
     """Why backend ``name`` cannot be used here (not installed, libraries missing), or None."""
     try:
         importlib.import_module(_MODULES[name])
-    except Exception as exc:  # an installed torchcodec without FFmpeg fails with RuntimeError
+    except Exception as exc:  # noqa: BLE001 - whatever stops the import is the reason
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    # torchcodec imports without FFmpeg (its image decoders need none) and says so here.
+    if name == "torchcodec" and sys.modules["torchcodec"].ffmpeg_major_version is None:
+        return (
+            "torchcodec cannot load the system's FFmpeg libraries (FFmpeg 4 to 9 needed: "
+            "apt-get install ffmpeg, conda install ffmpeg or a cluster module)"
+        )
     return None
 
 
