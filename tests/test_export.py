@@ -240,6 +240,15 @@ def test_every_metadata_key_is_checked(
         ExportedClassifier(bad)
 
 
+def test_class_names_must_match_the_graphs_logits(exports_8f: dict[str, Any], tmp_path: Path):
+    names = read_metadata(exports_8f["onnx"]).class_names
+    fewer = with_metadata(
+        exports_8f["onnx"], tmp_path / "fewer.onnx", class_names=json.dumps(names[:-1])
+    )
+    with pytest.raises(MetadataError, match=r"fewer\.onnx: the graph's outputs .*one logit per"):
+        ExportedClassifier(fewer)
+
+
 def test_a_hostile_onnx_file_cannot_fake_predicts_output(
     exports_8f: dict[str, Any], tiny_dataset: Path, tmp_path: Path, capsys, caplog
 ):

@@ -61,6 +61,18 @@ class ExportedClassifier:
                 f"{self.path}: the graph's inputs {found} are not the metadata's "
                 f"{self.metadata.input_name} {self.metadata.input_layout} = [batch, *{expected}]"
             )
+        outputs = self.session.get_outputs()
+        classes = self.metadata.num_classes
+        if (
+            len(outputs) != 1
+            or outputs[0].name != self.metadata.output_name
+            or list(outputs[0].shape[1:]) != [classes]
+        ):
+            found = [(o.name, o.shape) for o in outputs]
+            raise MetadataError(
+                f"{self.path}: the graph's outputs {found} are not the metadata's "
+                f"{self.metadata.output_name} = [batch, {classes}] (one logit per class name)"
+            )
 
     def __call__(self, clips: Tensor) -> Tensor:
         if tuple(clips.shape[1:]) != self.metadata.input_shape(1)[1:]:
