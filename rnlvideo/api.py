@@ -163,7 +163,7 @@ def classify(
         protocol: the views averaged (default: the stored protocol, ``1x1``: one clip, centre
             crop); ``"2x3"`` averages the paper's 6 views.
         overrides, trust_code: as for :func:`evaluate` (an ONNX file takes only
-            ``protocol.*`` overrides).
+            ``protocol.*`` and ``data.video_backend`` overrides).
 
     Returns:
         :class:`ClassScore` entries (index, name, probability).
@@ -171,8 +171,7 @@ def classify(
     if isinstance(checkpoint_or_model, ExportedClassifier) or (
         isinstance(checkpoint_or_model, str | Path) and Path(checkpoint_or_model).suffix == ".onnx"
     ):
-        protocol_overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides)
-        return classify_exported(checkpoint_or_model, video, topk, protocol_overrides)[0]
+        return classify_exported(checkpoint_or_model, video, topk, protocol, overrides)[0]
     trained = _as_trained(checkpoint_or_model, protocol, overrides, trust_code)
     ranked, _ = classify_video(trained, video, topk=topk)
     return ranked

@@ -71,6 +71,14 @@ def parse_value(text: str) -> Any:
         raise ValueError(f"cannot read the list {text!r}: {str(err).splitlines()[0]}") from None
 
 
+def parse_flag(value: Any, key: str) -> bool:
+    """A tool argument that is ``true`` or ``false``; anything else is refused."""
+    text = str(value).lower()
+    if text not in ("true", "false"):
+        raise ValueError(f"{key}={value}: expected true or false")
+    return text == "true"
+
+
 def split_tool_args(argv: Sequence[str], names: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
     """Separate ``name=value`` arguments meant for the tool from the Hydra overrides.
 

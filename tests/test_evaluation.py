@@ -25,7 +25,7 @@ from rnlvideo.engine.evaluation import (
     prediction_metrics,
     view_scores,
 )
-from rnlvideo.engine.protocols import build_test_dataset, describe_protocol
+from rnlvideo.engine.protocols import TestProtocol, build_test_dataset
 from rnlvideo.engine.reports import CONFUSION_DPI, CONFUSION_FIGURE_INCHES
 from rnlvideo.files import save_atomic
 from tests.conftest import tiny_run_overrides
@@ -80,9 +80,7 @@ def test_protocols_give_their_views(tiny_dataset, tmp_path, overrides, views, si
     clip, label = build_test_dataset(cfg)[0]
     expected = (3, 4, size, size) if views == 1 else (views, 3, 4, size, size)
     assert tuple(clip.shape) == expected
-    protocol = describe_protocol(
-        cfg.protocol.clips, cfg.protocol.crops, 32, 37, cfg.protocol.sampling
-    )
+    protocol = TestProtocol.of(cfg).record()
     assert protocol["views"] == views and protocol["sampling"] == sampling
 
 

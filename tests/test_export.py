@@ -519,3 +519,20 @@ def test_the_format_follows_the_suffix_or_is_named(checkpoint_8f: Path, tmp_path
     with pytest.raises(ValueError, match="format='tflite'"):
         rnlvideo.export(checkpoint_8f, tmp_path / "model.onnx", format="tflite")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tool_takes_locate_true_or_false_only(
+    checkpoint_8f: Path, tmp_path: Path, monkeypatch, caplog
+):
+    seen = []
+    monkeypatch.setattr(rnlvideo, "export", lambda *args, **kwargs: seen.append(kwargs["locate"]))
+    for value, expected in (("false", False), ("True", True)):
+        with contextlib.suppress(AttributeError):  # the fake export returns no report
+            export_tool.main(
+                [f"ckpt={checkpoint_8f}", f"out={tmp_path / 'm.pt2'}", f"locate={value}"]
+            )
+        assert seen.pop() is expected
+    with pytest.raises(SystemExit) as stop:
+        export_tool.main([f"ckpt={checkpoint_8f}", f"out={tmp_path / 'm.pt2'}", "locate=no"])
+    assert stop.value.code == 2 and "locate=no: expected true or false" in caplog.text
+    assert list(tmp_path.iterdir()) == []

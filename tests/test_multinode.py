@@ -31,23 +31,17 @@ from rnlvideo.config import compose_config
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.preemption import EXIT_PREEMPTED
 from rnlvideo.engine.trainer import Trainer
-from tests.conftest import tiny_run_overrides
+from tests.conftest import REPRODUCIBLE_RUN, tiny_run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 STUBS = Path(__file__).resolve().parent / "slurm_stubs"
 MARKER = "RNLVIDEO_TEST_LAUNCH"
 LAUNCH_TIMEOUT_S = 300
-# Exactly reproducible, batch 1 per process (frozen BatchNorm), 12 optimiser steps per epoch
-# at a total of 2 clips, a small lr (see tests/test_training.py's DDP test), a short
-# collective timeout so that a lost peer cannot hang a test.
+# Exactly reproducible (tests/conftest.py), batch 1 per process, 12 optimiser steps per epoch
+# at a total of 2 clips, a short collective timeout so that a lost peer cannot hang a test.
 COMMON = (
     "train.epochs=2",
-    "train.freeze_bn=true",
-    "model.dropout=0",
-    "train.deterministic=true",
-    "train.eval_every_epochs=0",
-    "optim=sgd",
-    "optim.lr=0.005",
+    *REPRODUCIBLE_RUN,
     "train.total_batch_size=2",
     "train.log_every_steps=1",
     "train.dist_timeout_s=120",

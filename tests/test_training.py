@@ -18,7 +18,7 @@ from rnlvideo.checkpoint_format import load_checkpoint
 from rnlvideo.config import compose_config
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.trainer import NonFiniteLossError, Trainer
-from tests.conftest import tiny_run_overrides
+from tests.conftest import REPRODUCIBLE_RUN, tiny_run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,17 +135,7 @@ def test_sigkill_then_resume_is_bit_identical(tiny_dataset: Path, tmp_path: Path
 
 def test_ddp_two_processes_reach_the_same_total_batch_as_one(tiny_dataset: Path, tmp_path):
     # Total batch 8: 1 process x 4 clips x 2 accumulation, or 2 processes x 2 clips x 2.
-    # A small lr: with frozen BN a from-scratch net is chaotic enough at the demo's lr for
-    # reduction-order rounding (1e-8) to grow past the tolerance.
-    common = [
-        "train.freeze_bn=true",
-        "model.dropout=0",
-        "train.deterministic=true",
-        "train.eval_every_epochs=0",
-        "optim=sgd",
-        "optim.lr=0.005",
-        "train.total_batch_size=8",
-    ]
+    common = [*REPRODUCIBLE_RUN, "train.total_batch_size=8"]
     single = run_tool(
         ["tools/train.py", *tiny_run_overrides(tiny_dataset, tmp_path / "one", *common)],
         timeout=600,

@@ -23,7 +23,7 @@ import logging
 import sys
 
 import rnlvideo
-from rnlvideo.cli import TOOL_ERRORS, TRUST_FLAG, exit_refused, split_tool_args
+from rnlvideo.cli import TOOL_ERRORS, TRUST_FLAG, exit_refused, parse_flag, split_tool_args
 from rnlvideo.deploy import TOLERANCE, ExportError, ExportReport
 from rnlvideo.text import printable
 
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> ExportReport:
             overrides=overrides,
             trust_code=TRUST_FLAG in own,
             tolerance=tolerance,
-            locate=bool(own.get("locate", True)),
+            locate=parse_flag(own.get("locate", "true"), "locate"),
         )
     except ExportError as err:
         for comparison in err.comparisons:

@@ -12,7 +12,7 @@ from rnlvideo.deploy.checks import TOLERANCE
 from rnlvideo.deploy.exporting import ExportReport, export_model
 from rnlvideo.deploy.formats import FORMATS, ExportError, read_metadata
 from rnlvideo.deploy.metadata import ExportMetadata, MetadataError, metadata_for
-from rnlvideo.deploy.runtime import ExportedClassifier, classify_exported, exported_protocol
+from rnlvideo.deploy.runtime import ExportedClassifier, classify_exported, exported_settings
 
 __all__ = [
     "FORMATS",
@@ -24,7 +24,7 @@ __all__ = [
     "MetadataError",
     "classify_exported",
     "export_model",
-    "exported_protocol",
+    "exported_settings",
     "metadata_for",
     "read_metadata",
 ]

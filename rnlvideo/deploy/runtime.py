@@ -49,29 +49,20 @@ class ExportedClassifier:
         self.metadata = metadata_from_mapping(
             self.session.get_modelmeta().custom_metadata_map, self.path, encoded=True
         )
-        inputs = self.session.get_inputs()
-        expected = list(self.metadata.input_shape(1)[1:])
-        if (
-            len(inputs) != 1
-            or inputs[0].name != self.metadata.input_name
-            or list(inputs[0].shape[1:]) != expected
-        ):
-            found = [(i.name, i.shape) for i in inputs]
+        meta = self.metadata
+        self._check_graph("inputs", meta.input_name, list(meta.input_shape(1)[1:]))
+        self._check_graph("outputs", meta.output_name, [meta.num_classes])
+
+    def _check_graph(self, side: str, name: str, shape: list[int]) -> None:
+        """The graph has one input (output) ``name`` of shape ``[batch, *shape]``, as the
+        metadata says (the outputs: one logit per class name)."""
+        ports = getattr(self.session, f"get_{side}")()
+        if len(ports) != 1 or ports[0].name != name or list(ports[0].shape[1:]) != shape:
+            found = [(p.name, p.shape) for p in ports]
             raise MetadataError(
-                f"{self.path}: the graph's inputs {found} are not the metadata's "
-                f"{self.metadata.input_name} {self.metadata.input_layout} = [batch, *{expected}]"
-            )
-        outputs = self.session.get_outputs()
-        classes = self.metadata.num_classes
-        if (
-            len(outputs) != 1
-            or outputs[0].name != self.metadata.output_name
-            or list(outputs[0].shape[1:]) != [classes]
-        ):
-            found = [(o.name, o.shape) for o in outputs]
-            raise MetadataError(
-                f"{self.path}: the graph's outputs {found} are not the metadata's "
-                f"{self.metadata.output_name} = [batch, {classes}] (one logit per class name)"
+                f"{self.path}: the graph's {side} {found} are not the metadata's "
+                f"{name} = [batch, *{shape}] (input {self.metadata.input_layout}, one logit "
+                "per class name)"
             )
 
     def __call__(self, clips: Tensor) -> Tensor:
@@ -96,17 +87,23 @@ def _protocol_value(key: str, text: str) -> Any:
         raise ValueError(f"protocol.{key}={text!r}: expected an integer") from None
 
 
-def exported_protocol(metadata: ExportMetadata, overrides: Sequence[str] = ()) -> TestProtocol:
-    """The test protocol for an exported model: the stored one, changed by ``overrides``.
+def exported_settings(
+    metadata: ExportMetadata, protocol: str | None = None, overrides: Sequence[str] = ()
+) -> tuple[TestProtocol, str]:
+    """The test protocol and video decoder for an exported model: the stored protocol, or the
+    preset ``protocol`` (``1x1``, ``2x3``, ``10x3``), changed by ``overrides``.
 
-    ``overrides``: ``protocol=NAME`` (``1x1``, ``2x3``, ``10x3``) and
-    ``protocol.clips|crops|sampling|crop_size=VALUE``, as for a checkpoint. The crops must
-    have the exported crop size (``H = W`` of the file's input).
+    ``overrides``: ``protocol=NAME``, ``protocol.clips|crops|sampling|crop_size=VALUE`` and
+    ``data.video_backend=NAME``, as for a checkpoint. The crops must have the exported crop
+    size (``H = W`` of the file's input).
 
     Raises:
         ValueError: any other override, a value out of range, or another crop size.
     """
-    settings = dict(metadata.protocol)
+    if protocol is not None and protocol not in PROTOCOL_PRESETS:
+        raise ValueError(f"protocol={protocol!r}: expected one of {', '.join(PROTOCOL_PRESETS)}")
+    settings = asdict(PROTOCOL_PRESETS[protocol]) if protocol else dict(metadata.protocol)
+    video_backend = "auto"
     for override in overrides:
         key, _, value = override.partition("=")
         name = key.removeprefix("protocol.")
@@ -114,15 +111,17 @@ def exported_protocol(metadata: ExportMetadata, overrides: Sequence[str] = ()) -
             settings = asdict(PROTOCOL_PRESETS[value])
         elif key.startswith("protocol.") and name in PROTOCOL_KEYS:
             settings[name] = _protocol_value(name, value)
+        elif key == BACKEND_KEY:
+            video_backend = value
         else:
             raise ValueError(
                 f"{override}: an exported model takes only protocol=NAME "
-                f"({', '.join(PROTOCOL_PRESETS)}) and protocol.clips|crops|sampling|crop_size="
-                f"VALUE; its data settings are fixed at export"
+                f"({', '.join(PROTOCOL_PRESETS)}), protocol.clips|crops|sampling|crop_size="
+                f"VALUE and {BACKEND_KEY}=NAME; its data settings are fixed at export"
             )
     if settings["clips"] < 1:
         raise ValueError(f"protocol.clips={settings['clips']}: expected a value >= 1")
-    protocol = TestProtocol.resolve(
+    resolved = TestProtocol.resolve(
         clips=settings["clips"],
         crops=settings["crops"],
         input_size=metadata.crop_size,
@@ -131,14 +130,14 @@ def exported_protocol(metadata: ExportMetadata, overrides: Sequence[str] = ()) -
         crop_size=settings["crop_size"],
         val_sampling=metadata.val_sampling,
     )
-    if protocol.crop_size != metadata.crop_size:
-        size = protocol.crop_size
+    if resolved.crop_size != metadata.crop_size:
+        size = resolved.crop_size
         raise ValueError(
             f"this protocol crops {size}x{size} pixels but the exported model takes "
             f"{metadata.crop_size}x{metadata.crop_size}: add protocol.crop_size="
             f"{metadata.crop_size}, or export the checkpoint again with data.input_size={size}"
         )
-    return protocol
+    return resolved, video_backend
 
 
 @torch.no_grad()
@@ -146,20 +145,18 @@ def classify_exported(
     model: str | Path | ExportedClassifier,
     video: str | Path | Tensor,
     topk: int = 5,
+    protocol: str | None = None,
     overrides: Sequence[str] = (),
 ) -> tuple[list[ClassScore], int]:
     """The ``topk`` most probable classes of ``video`` and the number of views.
 
     ``model``: an exported ONNX file or its :class:`ExportedClassifier`; ``video``: a frame
     folder, a packed frame file, a video file or uint8 frames ``(num_frames, 3, H, W)``;
-    ``overrides``: see :func:`exported_protocol`, and ``data.video_backend=NAME`` (the video
-    decoder, as for a checkpoint).
+    ``protocol``, ``overrides``: see :func:`exported_settings`.
     """
     classifier = model if isinstance(model, ExportedClassifier) else ExportedClassifier(model)
     metadata = classifier.metadata
-    backends = [o for o in overrides if o.startswith(f"{BACKEND_KEY}=")]
-    video_backend = backends[-1].partition("=")[2] if backends else "auto"
-    protocol = exported_protocol(metadata, [o for o in overrides if o not in backends])
+    protocol, video_backend = exported_settings(metadata, protocol, overrides)
     views = video_views(video, metadata.num_segments, protocol, video_backend)
     ranked = rank_classes(
         classifier, views.unsqueeze(0), metadata.class_names, topk, metadata.softmax

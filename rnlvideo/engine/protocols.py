@@ -135,18 +135,3 @@ def build_test_dataset(
     check_dataset_on_disk(cfg, "val")
     protocol = protocol or TestProtocol.of(cfg)
     return protocol.dataset(config_node(cfg, "data.val"), trust_code)
-
-
-def describe_protocol(
-    clips: int,
-    crops: int,
-    input_size: int,
-    scale_size: int,
-    sampling: str = "auto",
-    crop_size: int | None = None,
-    val_sampling: str = "tsn_val",
-) -> dict[str, int | str]:
-    """The record of the protocol of these settings (see :meth:`TestProtocol.resolve`)."""
-    return TestProtocol.resolve(
-        clips, crops, input_size, scale_size, sampling, crop_size, val_sampling
-    ).record()

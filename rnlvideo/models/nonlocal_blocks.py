@@ -41,9 +41,11 @@ def attention_in_fp32(precision: str, x: Tensor) -> bool:
     in float32 with autocast off (only ever under autocast; a device without autocast, such as
     ``meta`` for FLOP counting, never is)."""
     device = x.device.type
-    if precision == "amp" or not torch.amp.is_autocast_available(device):
-        return False
-    if not torch.is_autocast_enabled(device):
+    if (
+        precision == "amp"
+        or not torch.amp.is_autocast_available(device)
+        or not torch.is_autocast_enabled(device)
+    ):
         return False
     return precision == "fp32" or torch.get_autocast_dtype(device) == torch.float16
 
