@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,20 @@ import torch
 from rnlvideo.data.synthetic import generate_synthetic_dataset
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def module_tmp_path(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A directory for a module's fixtures, deleted after the module unless a test failed
+    (pytest's retention policy deletes a passing test's own ``tmp_path`` only): a training run's
+    checkpoints take hundreds of MB."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    failures_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failures_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

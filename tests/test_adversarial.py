@@ -110,15 +110,16 @@ def with_victim(value, victim: Path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("adversarial_ckpt")
+def checkpoint(tiny_dataset: Path, module_tmp_path: Path) -> Path:
+    run_dir = module_tmp_path / "ckpt"
+    run_dir.mkdir()
     return save_checkpoint(run_dir / "last.pt", tiny_run_overrides(tiny_dataset, run_dir))
 
 
 @pytest.fixture(scope="module")
-def finished_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished_run(tiny_dataset: Path, module_tmp_path: Path) -> Path:
     """A run directory that tools/train.py completed (checkpoints, .hydra/, train.log, tb/)."""
-    run_dir = tmp_path_factory.mktemp("adversarial_run") / "run"
+    run_dir = module_tmp_path / "run"
     done = train(*tiny_run_overrides(tiny_dataset, run_dir, "train.checkpoint_every_epochs=0"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return run_dir

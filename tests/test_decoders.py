@@ -69,18 +69,18 @@ def read_index(frame: torch.Tensor) -> int:
 
 
 @pytest.fixture(scope="module", params=[".mp4", ".webm"])
-def indexed_video(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp("videos") / f"indexed{request.param}"
+def indexed_video(request, module_tmp_path):
+    path = module_tmp_path / f"indexed{request.param}"
     write_video(path, (index_frame(i) for i in range(NUM_FRAMES)))
     return path
 
 
 @pytest.fixture(scope="module", params=[".mp4", ".webm"])
-def natural_video(request, tmp_path_factory):
+def natural_video(request, module_tmp_path):
     """A synthetic Something-Something-like video (objects, noise) at V1's frame size."""
     settings = RenderSettings(min_width=176, max_width=176, min_frames=24, max_frames=24)
     frames = render_video(plan_video(class_names()[3], 0, 7, settings))
-    path = tmp_path_factory.mktemp("videos") / f"natural{request.param}"
+    path = module_tmp_path / f"natural{request.param}"
     write_video(path, frames)
     return path
 

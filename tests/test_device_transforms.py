@@ -128,9 +128,9 @@ def test_to_model_input_handles_both_modes():
 
 
 @pytest.fixture(scope="module")
-def frame_root(tmp_path_factory):
+def frame_root(module_tmp_path):
     """Two 10-frame videos of smooth random frames, 100 px tall."""
-    root = tmp_path_factory.mktemp("frames")
+    root = module_tmp_path
     rng = np.random.default_rng(0)
     for video, width in enumerate((140, 120)):
         (root / f"v{video}").mkdir()

@@ -55,8 +55,8 @@ def save_checkpoint(path: Path, overrides: list[str], seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("eval_run")
+def checkpoint(tiny_dataset: Path, module_tmp_path: Path) -> Path:
+    run_dir = module_tmp_path
     return save_checkpoint(run_dir / "last.pt", tiny_run_overrides(tiny_dataset, run_dir))
 
 

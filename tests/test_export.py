@@ -72,17 +72,19 @@ def export_checked(checkpoint: Path | nn.Module, path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint_8f(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint_8f(tiny_dataset: Path, module_tmp_path: Path) -> Path:
     """8 segments, every non-local variant: RNL 3x7x7 (after a channel gate), 3x3x3, 1x1x1,
     NL, and a channel gate alone."""
-    directory = tmp_path_factory.mktemp("export_8f")
+    directory = module_tmp_path / "export_8f"
+    directory.mkdir()
     return tiny_checkpoint(tiny_dataset, directory, "data.num_segments=8", EVERY_VARIANT)
 
 
 @pytest.fixture(scope="module")
-def exports_8f(checkpoint_8f: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def exports_8f(checkpoint_8f: Path, module_tmp_path: Path) -> dict[str, Any]:
     """The ONNX file (rnlvideo.export) and the .pt2 (tools/export.py, with what it printed)."""
-    directory = tmp_path_factory.mktemp("exported_8f")
+    directory = module_tmp_path / "exported_8f"
+    directory.mkdir()
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         report = export_tool.main([f"ckpt={checkpoint_8f}", f"out={directory / 'model.pt2'}"])
@@ -95,15 +97,16 @@ def exports_8f(checkpoint_8f: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def model_16f(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
+def model_16f(tiny_dataset: Path, module_tmp_path: Path) -> nn.Module:
     """16 segments, the demo's blocks (channel gate + 3x7x7 RNL, 3x3x3 RNL)."""
-    directory = tmp_path_factory.mktemp("export_16f")
+    directory = module_tmp_path / "export_16f"
+    directory.mkdir()
     return rnlvideo.load_model(tiny_checkpoint(tiny_dataset, directory, "data.num_segments=16"))
 
 
 @pytest.fixture(scope="module")
-def onnx_16f(model_16f: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_checked(model_16f, tmp_path_factory.mktemp("exported_16f") / "model.onnx")
+def onnx_16f(model_16f: nn.Module, module_tmp_path: Path) -> Path:
+    return export_checked(model_16f, module_tmp_path / "exported_16f.onnx")
 
 
 @functools.cache

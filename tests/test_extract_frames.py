@@ -27,8 +27,8 @@ LENGTHS = {"a.mp4": 30, "b.webm": 20, "class x/c.mp4": 25}
 
 
 @pytest.fixture(scope="module")
-def pristine_videos(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("videos")
+def pristine_videos(module_tmp_path) -> Path:
+    root = module_tmp_path
     for name, length in LENGTHS.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         write_video(root / name, (index_frame(i) for i in range(length)))

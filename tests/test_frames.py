@@ -36,8 +36,8 @@ def frame_red(video, frame_number):
 
 
 @pytest.fixture(scope="module")
-def frame_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("frames")
+def frame_root(module_tmp_path):
+    root = module_tmp_path
     lines = []
     for video in range(3):
         folder = root / f"vid{video}"

@@ -124,9 +124,9 @@ def launch_two_nodes(dataset: Path, run_dir: Path, env: dict[str, str]) -> list[
 
 
 @pytest.fixture(scope="module")
-def two_node_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def two_node_run(tiny_dataset: Path, module_tmp_path: Path) -> Path:
     """The run directory of an uninterrupted two-node run (killed processes cleaned up)."""
-    run_dir = tmp_path_factory.mktemp("two_nodes") / "run"
+    run_dir = module_tmp_path / "run"
     with launches() as env:
         outputs = launch_two_nodes(tiny_dataset, run_dir, env)
     assert "batch 1 per process x 2 processes x 1 accumulation = 2" in "".join(outputs)

@@ -36,9 +36,9 @@ pack_tool = load_script("tools/pack_frames.py")
 
 
 @pytest.fixture(scope="module")
-def packed_root(tiny_dataset, tmp_path_factory) -> Path:
+def packed_root(tiny_dataset, module_tmp_path) -> Path:
     """A copy of the tiny dataset, packed, its frame folders deleted."""
-    root = tmp_path_factory.mktemp("packed") / "data"
+    root = module_tmp_path / "data"
     shutil.copytree(tiny_dataset, root)
     assert pack_tool.main(["--root", str(root), "--workers", "2"]) == 0
     for folder in (root / "frames").iterdir():

@@ -24,8 +24,8 @@ from tools import predict as predict_tool
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("predict_run")
+def checkpoint(tiny_dataset: Path, module_tmp_path: Path) -> Path:
+    run_dir = module_tmp_path
     return save_checkpoint(run_dir / "last.pt", tiny_run_overrides(tiny_dataset, run_dir))
 
 

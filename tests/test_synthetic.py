@@ -49,8 +49,8 @@ def _read_list(path: Path) -> list[tuple[str, int, int]]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _generate(tmp_path_factory.mktemp("synthetic") / "data")
+def dataset(module_tmp_path: Path) -> Path:
+    return _generate(module_tmp_path / "data")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ def expected_levels(offsets) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def video_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("videos")
+def video_root(module_tmp_path):
+    root = module_tmp_path
     write_video(root / "a.mp4")
     write_video(root / "b.mp4", num_frames=12, width=80)
     (root / "list.txt").write_text(f"a.mp4 {NUM_FRAMES} 3\nb.mp4 12 5\n")
