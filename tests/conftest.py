@@ -60,20 +60,6 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-# Runs whose weights are compared across process layouts: exactly reproducible (frozen
-# BatchNorm, no dropout, deterministic kernels) with a small lr, because with frozen BN a
-# from-scratch net is chaotic enough at the demo's lr for reduction-order rounding (1e-8) to
-# grow past the tolerance; no evaluation.
-REPRODUCIBLE_RUN = (
-    "train.freeze_bn=true",
-    "model.dropout=0",
-    "train.deterministic=true",
-    "train.eval_every_epochs=0",
-    "optim=sgd",
-    "optim.lr=0.005",
-)
-
-
 def tiny_run_overrides(dataset: Path, run_dir: Path, *extra: str) -> list[str]:
     """A resnet18 RNL-TSM at 32 px, 4 segments, 1 epoch, on ``dataset``."""
     return [

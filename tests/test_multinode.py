@@ -27,11 +27,11 @@ import pytest
 import torch
 
 from rnlvideo.checkpoint_format import load_checkpoint
-from rnlvideo.config import compose_config
+from rnlvideo.config import REPRODUCIBLE_RUN_OVERRIDES, compose_config
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.preemption import EXIT_PREEMPTED
 from rnlvideo.engine.trainer import Trainer
-from tests.conftest import REPRODUCIBLE_RUN, tiny_run_overrides
+from tests.conftest import tiny_run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 STUBS = Path(__file__).resolve().parent / "slurm_stubs"
@@ -41,7 +41,7 @@ LAUNCH_TIMEOUT_S = 300
 # at a total of 2 clips, a short collective timeout so that a lost peer cannot hang a test.
 COMMON = (
     "train.epochs=2",
-    *REPRODUCIBLE_RUN,
+    *REPRODUCIBLE_RUN_OVERRIDES,
     "train.total_batch_size=2",
     "train.log_every_steps=1",
     "train.dist_timeout_s=120",

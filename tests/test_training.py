@@ -15,10 +15,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnlvideo.checkpoint_format import load_checkpoint
-from rnlvideo.config import compose_config
+from rnlvideo.config import REPRODUCIBLE_RUN_OVERRIDES, compose_config
 from rnlvideo.engine.distributed import init_distributed
 from rnlvideo.engine.trainer import NonFiniteLossError, Trainer
-from tests.conftest import REPRODUCIBLE_RUN, tiny_run_overrides
+from tests.conftest import tiny_run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def test_sigkill_then_resume_is_bit_identical(tiny_dataset: Path, tmp_path: Path
 
 def test_ddp_two_processes_reach_the_same_total_batch_as_one(tiny_dataset: Path, tmp_path):
     # Total batch 8: 1 process x 4 clips x 2 accumulation, or 2 processes x 2 clips x 2.
-    common = [*REPRODUCIBLE_RUN, "train.total_batch_size=8"]
+    common = [*REPRODUCIBLE_RUN_OVERRIDES, "train.total_batch_size=8"]
     single = run_tool(
         ["tools/train.py", *tiny_run_overrides(tiny_dataset, tmp_path / "one", *common)],
         timeout=600,

@@ -98,6 +98,7 @@ from rnlvideo.analysis.precision import (  # noqa: E402
     step_gradients,
 )
 from rnlvideo.checkpoint_format import load_checkpoint  # noqa: E402
+from rnlvideo.config import REPRODUCIBLE_RUN_OVERRIDES  # noqa: E402
 from rnlvideo.data.device_transforms import DeferredClip  # noqa: E402
 from rnlvideo.data.frames import FrameFolderDataset  # noqa: E402
 from rnlvideo.data.synthetic import generate_synthetic_dataset  # noqa: E402
@@ -961,12 +962,7 @@ def ddp_overrides(root: Path, run_dir: Path, device: str, world: int) -> list[st
         f"train.total_batch_size={world}",
         "train.num_workers=0",
         f"train.device={device}",
-        "train.freeze_bn=true",
-        "model.dropout=0",
-        "train.deterministic=true",
-        "train.eval_every_epochs=0",
-        "optim=sgd",
-        "optim.lr=0.005",
+        *REPRODUCIBLE_RUN_OVERRIDES,
         "eval.batch_size=8",
         "eval.num_workers=0",
         "train.dist_timeout_s=120",

@@ -19,6 +19,7 @@ _EXPORTS = {
     "config_node": "build",
     "instantiate": "build",
     "CONFIG_DIR": "compose",
+    "REPRODUCIBLE_RUN_OVERRIDES": "compose",
     "apply_overrides": "compose",
     "compose_config": "compose",
     "portable_config": "compose",
